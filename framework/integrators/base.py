@@ -1,0 +1,143 @@
+"""Base class of integrators: turn the per-loss gradients on one parameter group into one update.
+
+An integrator sees the group as ``k`` per-loss gradients, each split into the group's parameter
+tensors. Every integrator here decides from Gram matrices of those gradients (group-level and
+per-tensor), so the trainer never has to flatten a group into one vector: the Gram matrices are
+accumulated tensor by tensor and the update is applied tensor by tensor with ``torch._foreach``
+ops. The flat ``(k, d)`` API of :meth:`Integrator.__call__` runs the very same code on views.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+TensorLists = list[list[Tensor]]
+"""``grads[i][p]``: the gradient of loss ``i`` on parameter tensor ``p`` of the group."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What an integrator decided for one group on one step (CPU, float64).
+
+    ``gram`` is the group Gram matrix ``G[i, j] = <g_i, g_j>``; ``weights`` are the integrator's
+    weights on the per-loss gradients (before any magnitude rule); ``update_norm`` is ``|update|``.
+    """
+
+    gram: Tensor
+    weights: Tensor
+    update_norm: float
+
+    @property
+    def norms(self) -> Tensor:
+        return self.gram.diagonal().clamp_min(0).sqrt()
+
+    @property
+    def cosine(self) -> Tensor:
+        return cosine_from_gram(self.gram)
+
+    @property
+    def sum_norm(self) -> float:
+        return float(self.gram.sum().clamp_min(0).sqrt())
+
+
+def cosine_from_gram(gram: Tensor) -> Tensor:
+    """Pairwise cosines; 0 where either gradient is zero."""
+    norms = gram.diagonal().clamp_min(0).sqrt()
+    denom = norms[:, None] * norms[None, :]
+    safe = torch.where(denom > 0, denom, torch.ones_like(denom))
+    return torch.where(denom > 0, gram / safe, torch.zeros_like(gram)).clamp(-1.0, 1.0)
+
+
+def tensor_grams(grads: TensorLists) -> Tensor:
+    """Per-tensor Gram matrices, shape ``(P, k, k)``, float64 on CPU."""
+    k, num_tensors = len(grads), len(grads[0])
+    grams = torch.empty(num_tensors, k, k, dtype=torch.float64)
+    for i in range(k):
+        squared = torch.stack(torch._foreach_norm(grads[i])).double().square()
+        grams[:, i, i] = squared.cpu()
+        for j in range(i + 1, k):
+            dots = torch.stack([torch.dot(a.reshape(-1), b.reshape(-1)) for a, b in zip(grads[i], grads[j])])
+            grams[:, i, j] = grams[:, j, i] = dots.double().cpu()
+    return grams
+
+
+def combine(grads: TensorLists, coefficients: Tensor, inplace: bool) -> list[Tensor]:
+    """``out[p] = sum_i coefficients[p, i] * grads[i][p]``; ``coefficients`` is ``(k,)`` or ``(P, k)``.
+
+    With ``inplace`` the result is written into ``grads[0]`` and the other lists are scaled in place.
+    """
+    k, num_tensors = len(grads), len(grads[0])
+    per_tensor = coefficients.dim() == 2
+    columns = coefficients.T.tolist() if per_tensor else coefficients.tolist()
+
+    def scaled(tensors: list[Tensor], column: Any) -> list[Tensor]:
+        if inplace:
+            torch._foreach_mul_(tensors, column)
+            return tensors
+        return list(torch._foreach_mul(tensors, column))
+
+    out = scaled(grads[0], columns[0])
+    for i in range(1, k):
+        torch._foreach_add_(out, scaled(grads[i], columns[i]))
+    assert len(out) == num_tensors
+    return out
+
+
+class Integrator(ABC):
+    """Turns ``k`` per-loss gradients on one parameter group into one update.
+
+    Row (loss) 0 is the multimodal loss. After each call, :attr:`last` holds the
+    :class:`Decision` for logging.
+    """
+
+    name: str = ""
+
+    def __init__(self) -> None:
+        self.last: Decision | None = None
+
+    @abstractmethod
+    def integrate(self, grads: TensorLists, grams: Tensor, inplace: bool = False) -> list[Tensor]:
+        """Return the per-tensor update from per-loss per-tensor ``grads`` and their ``(P, k, k)`` ``grams``."""
+
+    def integrate_tensors(self, grads: TensorLists, inplace: bool = False) -> list[Tensor]:
+        """Tensor-by-tensor entry point used by the trainer (``inplace`` reuses ``grads``' storage)."""
+        if len(grads) == 0 or len(grads[0]) == 0:
+            raise ValueError("integrator needs at least one loss and one parameter tensor")
+        return self.integrate(grads, tensor_grams(grads), inplace=inplace)
+
+    def __call__(self, grads: Tensor, segments: Sequence[int] | None = None) -> Tensor:
+        """Combine a ``(k, d)`` matrix of per-loss gradients into a ``(d,)`` update.
+
+        ``segments`` are the sizes of the group's parameter tensors, in order (default: one).
+        """
+        if grads.dim() != 2 or grads.shape[0] == 0:
+            raise ValueError(f"grads must have shape (k, d) with k >= 1, got {tuple(grads.shape)}")
+        sizes = [grads.shape[1]] if segments is None else [int(s) for s in segments]
+        if sum(sizes) != grads.shape[1] or any(s < 0 for s in sizes):
+            raise ValueError(f"segments {sizes} must be non-negative and sum to d={grads.shape[1]}")
+        per_loss = [list(torch.split(row, sizes)) for row in grads]
+        return torch.cat(self.integrate_tensors(per_loss, inplace=False))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        del state
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.hparams().items())
+        return f"{type(self).__name__}({params})"
+
+    def hparams(self) -> dict[str, Any]:
+        return {}
+
+
+def record(grams: Tensor, weights: Tensor, update: list[Tensor]) -> Decision:
+    update_norm = float(torch.stack(torch._foreach_norm(update)).double().square().sum().sqrt()) if update else 0.0
+    return Decision(gram=grams.sum(0), weights=weights.detach().double().cpu(), update_norm=update_norm)

@@ -1,0 +1,60 @@
+"""PCGrad: project each gradient onto the normal plane of the gradients it conflicts with.
+
+Yu et al., "Gradient Surgery for Multi-Task Learning", NeurIPS 2020 (Algorithm 1).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .base import Integrator, TensorLists, combine, record
+from .registry import register
+
+
+def pcgrad_weights(gram: Tensor, generator: torch.Generator) -> Tensor:
+    """Coefficients ``w`` with ``sum_i g_i^PC = sum_j w_j g_j``, computed from the group Gram matrix.
+
+    For each ``i`` in turn, ``g_i^PC`` starts at ``g_i`` and, over the other gradients ``g_j`` in a
+    random order, loses its component along ``g_j`` whenever ``g_i^PC . g_j < 0``.
+    """
+    k = gram.shape[0]
+    total = torch.zeros(k, dtype=torch.float64)
+    for i in range(k):
+        current = torch.zeros(k, dtype=torch.float64)
+        current[i] = 1.0
+        for j in torch.randperm(k, generator=generator).tolist():
+            if j == i:
+                continue
+            inner = float(gram[j] @ current)
+            if inner < 0.0 and gram[j, j] > 0:
+                current[j] -= inner / float(gram[j, j])
+        total += current
+    return total
+
+
+@register("pcgrad")
+class PCGrad(Integrator):
+    """Sum of the projected gradients; the random order comes from a seeded generator."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        self.seed = int(seed)
+        self.generator = torch.Generator().manual_seed(self.seed)
+
+    def integrate(self, grads: TensorLists, grams: Tensor, inplace: bool = False) -> list[Tensor]:
+        weights = pcgrad_weights(grams.sum(0), self.generator)
+        update = combine(grads, weights, inplace)
+        self.last = record(grams, weights, update)
+        return update
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+
+    def hparams(self) -> dict[str, Any]:
+        return {"seed": self.seed}

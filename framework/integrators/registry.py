@@ -1,0 +1,42 @@
+"""Explicit registry of integrators: a dict filled by the :func:`register` decorator."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from .base import Integrator
+
+INTEGRATORS: dict[str, type[Integrator]] = {}
+
+T = TypeVar("T", bound=type[Integrator])
+
+
+def register(name: str) -> Callable[[T], T]:
+    def decorate(cls: T) -> T:
+        if name in INTEGRATORS:
+            raise ValueError(f"integrator {name!r} is registered twice")
+        cls.name = name
+        INTEGRATORS[name] = cls
+        return cls
+
+    return decorate
+
+
+def get_integrator(name: str, **params: Any) -> Integrator:
+    """Build the integrator registered as ``name`` with keyword ``params``.
+
+    Raises ``ValueError`` naming the valid choices for an unknown name or parameter.
+    """
+    if name not in INTEGRATORS:
+        raise ValueError(f"unknown integrator {name!r}; valid choices: {', '.join(sorted(INTEGRATORS))}")
+    cls = INTEGRATORS[name]
+    valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"integrator {name!r} has no parameter {', '.join(map(repr, unknown))}; "
+            f"valid parameters: {', '.join(valid) or '(none)'}"
+        )
+    return cls(**params)
