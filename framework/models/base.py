@@ -1,0 +1,39 @@
+"""What a multimodal model is: encoders, a fusion head and one unimodal head per modality."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from torch import Tensor, nn
+
+MULTIMODAL = "multimodal"
+"""Key of the fusion head's logits and of the multimodal loss."""
+
+
+class MultimodalModel(nn.Module, ABC):
+    """``encode`` maps inputs to per-modality features (everything below them is the *trunk*);
+    ``classify`` maps features to logits of the fusion head and of each unimodal head.
+
+    The trunk is split into parameter groups (:meth:`parameter_groups`); the trainer finds which
+    losses reach each group and integrates the per-loss gradients there. Heads consume features
+    only, so a loss's gradient on the trunk is its gradient on the features pulled back.
+    """
+
+    modalities: tuple[str, ...]
+
+    @abstractmethod
+    def encode(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]: ...
+
+    @abstractmethod
+    def classify(self, features: dict[str, Tensor], detach_unimodal: bool = False) -> dict[str, Tensor]:
+        """Logits keyed by :data:`MULTIMODAL` and by each modality.
+
+        With ``detach_unimodal`` the unimodal heads see detached features (a linear probe).
+        """
+
+    @abstractmethod
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trunk parameters by group name; groups are disjoint."""
+
+    def forward(self, inputs: dict[str, Tensor], detach_unimodal: bool = False) -> dict[str, Tensor]:
+        return self.classify(self.encode(inputs), detach_unimodal=detach_unimodal)

@@ -1,0 +1,217 @@
+"""The training loop: one forward pass per step, integrated gradients, evaluation per epoch."""
+
+from __future__ import annotations
+
+import random
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from ..data.base import MultimodalDataset, Splits, iterate_batches, num_batches
+from ..integrators import Integrator
+from ..losses import MultitaskLoss
+from ..models.base import MULTIMODAL, MultimodalModel
+from ..tracking import RunTracker
+from .checkpoint import load_checkpoint, save_checkpoint
+from .gradients import GradientEngine
+from .statistics import EpochStatistics, step_metrics
+
+
+@dataclass
+class TrainerSettings:
+    epochs: int = 10
+    batch_size: int = 64
+    eval_batch_size: int = 512
+    log_every: int = 1
+    num_workers: int = 0
+    max_steps_per_epoch: int | None = None
+    checkpoint_every: int = 1
+    progress: bool | None = None
+
+
+@dataclass
+class TrainingState:
+    epoch: int = 0
+    step: int = 0
+    best_epoch: int = -1
+    best_val: float = -1.0
+    best_test: dict[str, float] = field(default_factory=dict)
+    last_test: dict[str, float] = field(default_factory=dict)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _to(batch: dict[str, Tensor], labels: Tensor, device: torch.device) -> tuple[dict[str, Tensor], Tensor]:
+    return {m: t.to(device, non_blocking=True) for m, t in batch.items()}, labels.to(device, non_blocking=True)
+
+
+class Trainer:
+    """Trains ``model`` on ``splits`` with ``integrator``; reports to ``tracker`` if given."""
+
+    def __init__(
+        self,
+        model: MultimodalModel,
+        splits: Splits,
+        loss: MultitaskLoss,
+        integrator: Integrator,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        settings: TrainerSettings,
+        device: torch.device,
+        seed: int = 0,
+        tracker: RunTracker | None = None,
+        checkpoint_path: str | Path | None = None,
+    ) -> None:
+        self.model, self.splits, self.loss = model.to(device), splits, loss
+        self.integrator, self.optimizer, self.scheduler = integrator, optimizer, scheduler
+        self.settings, self.device, self.tracker = settings, device, tracker
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+        self.engine = GradientEngine(model, integrator)
+        self.statistics = EpochStatistics()
+        self.shuffle = torch.Generator().manual_seed(seed)
+        self.state = TrainingState()
+        self.heads = [MULTIMODAL, *model.modalities]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "integrator": self.integrator.state_dict(),
+            "shuffle": self.shuffle.get_state(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "state": self.state.__dict__.copy(),
+            "run_id": self.tracker.run_id if self.tracker else None,
+        }
+
+    def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.scheduler is not None and checkpoint["scheduler"] is not None:
+            self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.integrator.load_state_dict(checkpoint["integrator"])
+        self.shuffle.set_state(checkpoint["shuffle"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        np.random.set_state(checkpoint["rng"]["numpy"])
+        random.setstate(checkpoint["rng"]["python"])
+        if checkpoint.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
+        self.state = TrainingState(**checkpoint["state"])
+
+    def resume(self) -> bool:
+        """Load the checkpoint if there is one; return whether training resumes from it."""
+        if self.checkpoint_path is None:
+            return False
+        checkpoint = load_checkpoint(self.checkpoint_path)
+        if checkpoint is None:
+            return False
+        self.load_state_dict(checkpoint)
+        return True
+
+    def save(self) -> None:
+        if self.checkpoint_path is not None:
+            save_checkpoint(self.state_dict(), self.checkpoint_path)
+
+    def fit(self) -> dict[str, float]:
+        while self.state.epoch < self.settings.epochs:
+            train_metrics = self.train_epoch()
+            val = self.evaluate(self.splits.val)
+            test = self.evaluate(self.splits.test)
+            epoch = self.state.epoch
+            if val[MULTIMODAL] > self.state.best_val:
+                self.state.best_val, self.state.best_epoch, self.state.best_test = val[MULTIMODAL], epoch, test
+            self.state.last_test = test
+            metrics = {**train_metrics, **{f"val/acc/{h}": v for h, v in val.items()}}
+            metrics.update({f"test/acc/{h}": v for h, v in test.items()})
+            metrics["lr"] = self.optimizer.param_groups[0]["lr"]
+            if self.scheduler is not None:
+                self.scheduler.step()
+            self.state.epoch += 1
+            self._log(metrics, epoch)
+            if self.tracker:
+                self.tracker.flush()
+            if self.state.epoch % self.settings.checkpoint_every == 0 or self.state.epoch == self.settings.epochs:
+                self.save()
+        return self.results()
+
+    def results(self) -> dict[str, float]:
+        out = {"best/epoch": float(self.state.best_epoch), "best/val/acc/multimodal": self.state.best_val}
+        out.update({f"best/test/acc/{h}": v for h, v in self.state.best_test.items()})
+        out.update({f"last/test/acc/{h}": v for h, v in self.state.last_test.items()})
+        return out
+
+    def train_epoch(self) -> dict[str, float]:
+        self.model.train()
+        self.statistics.reset()
+        dataset = self.splits.train
+        total = num_batches(dataset, self.settings.batch_size)
+        if self.settings.max_steps_per_epoch:
+            total = min(total, self.settings.max_steps_per_epoch)
+        sums: dict[str, float] = defaultdict(float)
+        count = 0
+        batches = iterate_batches(dataset, self.settings.batch_size, True, self.shuffle, self.settings.num_workers)
+        show = sys.stderr.isatty() if self.settings.progress is None else self.settings.progress
+        bar = tqdm(total=total, desc=f"epoch {self.state.epoch}", disable=not show, leave=False)
+        for index, (inputs, labels) in enumerate(batches):
+            if index >= total:
+                break
+            inputs, labels = _to(inputs, labels, self.device)
+            log_now = self.state.step % self.settings.log_every == 0
+            losses = self.train_step(inputs, labels, log_now)
+            for name, value in losses.items():
+                sums[name] += value * labels.shape[0]
+            count += labels.shape[0]
+            self.state.step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{sum(losses.values()):.3f}")
+        bar.close()
+        metrics = {f"train/loss/{name}": value / max(count, 1) for name, value in sums.items()}
+        metrics.update(self.statistics.summary())
+        return metrics
+
+    def train_step(self, inputs: dict[str, Tensor], labels: Tensor, log_now: bool) -> dict[str, float]:
+        features = self.model.encode(inputs)
+        logits = self.model.classify(features, detach_unimodal=self.loss.detach_unimodal)
+        losses = self.loss(logits, labels)
+        steps = self.engine.backward(features, losses, need_decisions=log_now)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if steps:
+            self.statistics.observe(steps)
+            if log_now:
+                self._log(step_metrics(steps), self.state.step)
+        return {name: float(value.detach()) for name, value in losses.items()}
+
+    @torch.no_grad()
+    def evaluate(self, dataset: MultimodalDataset) -> dict[str, float]:
+        self.model.eval()
+        correct: dict[str, int] = defaultdict(int)
+        seen = 0
+        for inputs, labels in iterate_batches(dataset, self.settings.eval_batch_size, False, None, self.settings.num_workers):
+            inputs, labels = _to(inputs, labels, self.device)
+            for head, logits in self.model(inputs).items():
+                correct[head] += int((logits.argmax(dim=1) == labels).sum())
+            seen += labels.shape[0]
+        return {head: correct[head] / max(seen, 1) for head in self.heads}
+
+    def _log(self, metrics: dict[str, float], step: int) -> None:
+        if self.tracker is not None and metrics:
+            self.tracker.log_metrics(metrics, step)
