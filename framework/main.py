@@ -42,7 +42,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     resumable = None
     if cfg.resume and checkpoint_path.is_file():
         resumable = torch.load(checkpoint_path, map_location="cpu", weights_only=False).get("run_id")
-    label = run_label(cfg)
+    try:
+        label = run_label(cfg)
+    except USER_ERRORS:
+        label = str(cfg.integrator.get("name", "unknown"))  # the error is raised and recorded below
     tracker = RunTracker(
         experiment=cfg.tracking.experiment,
         run_name=f"{label}-seed{cfg.seed}",

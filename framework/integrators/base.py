@@ -54,16 +54,43 @@ def cosine_from_gram(gram: Tensor) -> Tensor:
     return torch.where(denom > 0, gram / safe, torch.zeros_like(gram)).clamp(-1.0, 1.0)
 
 
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _working(t: Tensor) -> Tensor:
+    return t.float() if t.dtype in LOW_PRECISION else t
+
+
+def robust_norms(tensors: list[Tensor]) -> Tensor:
+    """Per-tensor 2-norms as float64 on CPU, free of overflow and underflow.
+
+    Norms are taken in the tensors' precision (float32 for half types); a tensor whose norm came
+    out non-finite, or zero, is measured again in float64.
+    """
+    norms = torch.stack(torch._foreach_norm([_working(t) for t in tensors])).double().cpu()
+    for p in torch.nonzero(~torch.isfinite(norms) | (norms == 0)).flatten().tolist():
+        norms[p] = tensors[p].double().norm()
+    return norms
+
+
 def tensor_grams(grads: TensorLists) -> Tensor:
-    """Per-tensor Gram matrices, shape ``(P, k, k)``, float64 on CPU."""
+    """Per-tensor Gram matrices ``G_p[i, j] = <g_{i,p}, g_{j,p}>``, shape ``(P, k, k)``, float64 on CPU.
+
+    Dot products run in the gradients' precision (float32 for half types). Tensors where that
+    overflows or underflows (a non-finite entry, or a zero norm) are recomputed in float64.
+    """
     k, num_tensors = len(grads), len(grads[0])
     grams = torch.empty(num_tensors, k, k, dtype=torch.float64)
     for i in range(k):
-        squared = torch.stack(torch._foreach_norm(grads[i])).double().square()
-        grams[:, i, i] = squared.cpu()
+        grams[:, i, i] = torch.stack(torch._foreach_norm([_working(t) for t in grads[i]])).double().cpu().square()
         for j in range(i + 1, k):
-            dots = torch.stack([torch.dot(a.reshape(-1), b.reshape(-1)) for a, b in zip(grads[i], grads[j])])
+            dots = torch.stack([torch.dot(_working(a).reshape(-1), _working(b).reshape(-1)) for a, b in zip(grads[i], grads[j])])
             grams[:, i, j] = grams[:, j, i] = dots.double().cpu()
+    diagonal = grams.diagonal(dim1=1, dim2=2)
+    suspect = ~torch.isfinite(grams).all(dim=(1, 2)) | (diagonal == 0).any(dim=1)
+    for p in torch.nonzero(suspect).flatten().tolist():
+        rows = torch.stack([grads[i][p].double().reshape(-1) for i in range(k)])
+        grams[p] = rows @ rows.T
     return grams
 
 
@@ -92,7 +119,8 @@ def combine(grads: TensorLists, coefficients: Tensor, inplace: bool) -> list[Ten
 class Integrator(ABC):
     """Turns ``k`` per-loss gradients on one parameter group into one update.
 
-    Row (loss) 0 is the multimodal loss. After each call, :attr:`last` holds the
+    Row (loss) 0 is the multimodal loss. A single loss passes through unchanged (a parameter that
+    one loss reaches gets its plain gradient). After each call, :attr:`last` holds the
     :class:`Decision` for logging.
     """
 
@@ -109,7 +137,12 @@ class Integrator(ABC):
         """Tensor-by-tensor entry point used by the trainer (``inplace`` reuses ``grads``' storage)."""
         if len(grads) == 0 or len(grads[0]) == 0:
             raise ValueError("integrator needs at least one loss and one parameter tensor")
-        return self.integrate(grads, tensor_grams(grads), inplace=inplace)
+        grams = tensor_grams(grads)
+        if len(grads) == 1:
+            update = grads[0] if inplace else [g.clone() for g in grads[0]]
+            self.last = record(grams, torch.ones(1, dtype=torch.float64), update)
+            return update
+        return self.integrate(grads, grams, inplace=inplace)
 
     def __call__(self, grads: Tensor, segments: Sequence[int] | None = None) -> Tensor:
         """Combine a ``(k, d)`` matrix of per-loss gradients into a ``(d,)`` update.
@@ -139,5 +172,5 @@ class Integrator(ABC):
 
 
 def record(grams: Tensor, weights: Tensor, update: list[Tensor]) -> Decision:
-    update_norm = float(torch.stack(torch._foreach_norm(update)).double().square().sum().sqrt()) if update else 0.0
+    update_norm = float(robust_norms(update).square().sum().sqrt()) if update else 0.0
     return Decision(gram=grams.sum(0), weights=weights.detach().double().cpu(), update_norm=update_norm)

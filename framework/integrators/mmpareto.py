@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import Integrator, TensorLists, combine, cosine_from_gram, record
+from .base import Integrator, TensorLists, combine, cosine_from_gram, record, robust_norms
 from .min_norm import min_norm_weights, two_vector_weight
 from .registry import register
 
@@ -34,6 +34,10 @@ def mmpareto_weights(gram: Tensor) -> Tensor:
         a = two_vector_weight(float(gram[0, 0]), float(gram[0, 1]), float(gram[1, 1]), *REFERENCE_CLIP)
         return torch.tensor([a, 1.0 - a], dtype=torch.float64)
     return min_norm_weights(gram)
+
+
+def _working_dtype(t: Tensor) -> torch.dtype:
+    return torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
 
 
 @register("mmpareto")
@@ -58,14 +62,14 @@ class MMPareto(Integrator):
         k = len(grads)
         weights = mmpareto_weights(grams.sum(0))
         h = combine(grads, k * weights, inplace)
-        h_norms = torch.stack(torch._foreach_norm(h)).double().cpu()
-        grad_scale = torch.stack([torch.stack(torch._foreach_norm(g)).double().cpu() for g in grads]).amax(0)
+        h_norms = robust_norms(h)
+        grad_scale = grams.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt().amax(1)
         u_norms = grams.sum(dim=(1, 2)).clamp_min(0).sqrt()
         if self.rescale == "group":
             h_norms = h_norms.square().sum().sqrt().reshape(1)
             u_norms = u_norms.square().sum().sqrt().reshape(1)
             grad_scale = grad_scale.amax().reshape(1)
-        nonzero = h_norms > 16 * torch.finfo(h[0].dtype).eps * grad_scale
+        nonzero = h_norms > 16 * torch.finfo(_working_dtype(h[0])).eps * grad_scale
         ratio = torch.where(nonzero, u_norms / torch.where(nonzero, h_norms, 1.0), 0.0)
         scales = torch.where(nonzero, self.gamma * ratio.clamp_min(1.0), 0.0)
         if self.rescale == "group":

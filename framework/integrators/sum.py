@@ -28,7 +28,7 @@ class Sum(Integrator):
     def integrate(self, grads: TensorLists, grams: Tensor, inplace: bool = False) -> list[Tensor]:
         coefficients = torch.full((len(grads),), self.scale, dtype=torch.float64)
         update = combine(grads, coefficients, inplace)
-        self.last = record(grams, coefficients / len(grads), update)
+        self.last = record(grams, torch.full((len(grads),), 1.0 / len(grads), dtype=torch.float64), update)
         return update
 
     def hparams(self) -> dict[str, Any]:

@@ -27,9 +27,11 @@ class MLPEncoder(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """Conv-BN-ReLU-pool blocks on a ``(C, H, W)`` image, global average pool, linear to ``dim``."""
+    """Conv-BN-ReLU-pool blocks on a ``(C, H, W)`` image, pooled to ``pooled x pooled``, linear to ``dim``."""
 
-    def __init__(self, input_shape: Sequence[int], channels: Sequence[int] = (16, 32), dim: int = 64) -> None:
+    def __init__(
+        self, input_shape: Sequence[int], channels: Sequence[int] = (16, 32), dim: int = 64, pooled: int = 4
+    ) -> None:
         super().__init__()
         if len(input_shape) != 3:
             raise ValueError(f"SmallCNN expects (C, H, W) inputs, got shape {tuple(input_shape)}")
@@ -38,7 +40,7 @@ class SmallCNN(nn.Module):
         for c in channels:
             layers += [nn.Conv2d(width, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2)]
             width = c
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, dim), nn.ReLU()]
+        layers += [nn.AdaptiveAvgPool2d(pooled), nn.Flatten(), nn.Linear(width * pooled * pooled, dim), nn.ReLU()]
         self.net = nn.Sequential(*layers)
         self.out_dim = dim
 
