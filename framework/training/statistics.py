@@ -1,26 +1,68 @@
 """Gradient-conflict statistics per parameter group, under one naming scheme.
 
-Per step (every ``log_every`` steps), for group ``G`` and losses ``i, j``::
+``G`` is a parameter group (``encoder.<modality>`` for late fusion), ``i, j`` are loss names
+(``multimodal``, then one per modality). Every integrator logs the same names.
 
-    grad/G/cos/i.j        cosine between the two per-loss gradients
+Per step, every ``statistics.log_every`` steps (the metric's step is the global training step)::
+
+    grad/G/cos/i.j        cosine between the per-loss gradients g_i and g_j (i before j)
     grad/G/conflict       1 if any pair has cosine < 0, else 0
     grad/G/norm/i         |g_i|
     grad/G/norm_ratio/j   |g_multimodal| / |g_j| for each other loss j
-    grad/G/update_to_sum  |update| / |sum_i g_i|
-    grad/G/weight/i       the integrator's weight on g_i
+    grad/G/update_to_sum  |update| / |sum_i g_i|: what the integrator did to the magnitude
+    grad/G/weight/i       the integrator's weight on g_i (before any magnitude rule)
 
-Per epoch::
+Every ``statistics.noise_every`` steps, on a fixed probe batch of ``statistics.probe_size`` train
+samples (model in eval mode; see :mod:`framework.training.noise`)::
 
-    grad/G/conflict_rate  fraction of observed steps with a conflict
-    grad/G/norm_mean/i, grad/G/norm_std/i   mean and spread of the per-batch |g_i|
+    grad/G/cov_trace/i    tr Cov of loss i's per-sample gradients on G: mean_s |g_s - mean g|^2
+
+Per epoch (the metric's step is the epoch), over the steps where statistics were recorded::
+
+    grad/G/conflict_rate  fraction of those steps with a conflict
+    grad/G/norm_mean/i    mean of the per-batch |g_i|
+    grad/G/norm_std/i     spread (population standard deviation) of the per-batch |g_i|
+
+Integrators other than ``sum`` compute the per-loss gradients on every step, so the per-epoch
+summaries cover every step; ``sum`` computes them only on the steps where it logs. Step metrics are
+handed to :class:`~framework.tracking.RunTracker` as one mapping per step, which buffers them and
+sends them in batches.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
 
-from .gradients import GroupStep
+import torch
+from torch import Tensor
+
+from ..data.base import MultimodalDataset
+from .gradients import GradientEngine, GroupStep
+from .noise import covariance_trace_metrics, covariance_traces
+
+
+@dataclass
+class StatisticsSettings:
+    """``log_every``: step statistics every N steps (0: never). ``noise_every``: the probe's
+    covariance traces every N steps (0: never). ``probe_size``: samples in the fixed probe batch.
+    ``probe_chunk``: per-sample gradients held at once (``None``: the whole probe).
+    ``probe_seed``: which train samples form the probe."""
+
+    log_every: int = 1
+    noise_every: int = 100
+    probe_size: int = 32
+    probe_chunk: int | None = None
+    probe_seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("log_every", "noise_every", "probe_size"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"statistics.{name} must be >= 0, got {getattr(self, name)}")
+        if self.probe_chunk is not None and int(self.probe_chunk) < 1:
+            raise ValueError(f"statistics.probe_chunk must be >= 1 or null, got {self.probe_chunk}")
 
 
 def step_metrics(steps: list[GroupStep]) -> dict[str, float]:
@@ -28,19 +70,20 @@ def step_metrics(steps: list[GroupStep]) -> dict[str, float]:
     for step in steps:
         prefix = f"grad/{step.group}"
         d = step.decision
-        norms, cosine = d.norms.tolist(), d.cosine.tolist()
+        norms, cosine, weights = d.norms.tolist(), d.cosine.tolist(), d.weights.tolist()
         names = step.losses
         conflict = False
         for i, a in enumerate(names):
             metrics[f"{prefix}/norm/{a}"] = norms[i]
-            metrics[f"{prefix}/weight/{a}"] = float(d.weights[i])
+            metrics[f"{prefix}/weight/{a}"] = weights[i]
             for j in range(i + 1, len(names)):
                 metrics[f"{prefix}/cos/{a}.{names[j]}"] = cosine[i][j]
                 conflict |= cosine[i][j] < 0
             if i > 0:
                 metrics[f"{prefix}/norm_ratio/{a}"] = norms[0] / norms[i] if norms[i] > 0 else math.nan
         metrics[f"{prefix}/conflict"] = float(conflict)
-        metrics[f"{prefix}/update_to_sum"] = d.update_norm / d.sum_norm if d.sum_norm > 0 else math.nan
+        sum_norm = d.sum_norm
+        metrics[f"{prefix}/update_to_sum"] = d.update_norm / sum_norm if sum_norm > 0 else math.nan
     return metrics
 
 
@@ -56,9 +99,11 @@ class EpochStatistics:
 
     def observe(self, steps: list[GroupStep]) -> None:
         for step in steps:
-            cosine = step.decision.cosine
+            gram = step.decision.gram
             k = len(step.losses)
-            self._conflicts[step.group].append(float(any(cosine[i, j] < 0 for i in range(k) for j in range(i + 1, k))))
+            # cosine < 0 exactly when the Gram entry is < 0 (zero gradients have cosine 0)
+            conflict = bool((gram[torch.triu_indices(k, k, offset=1).unbind()] < 0).any()) if k > 1 else False
+            self._conflicts[step.group].append(float(conflict))
             for name, norm in zip(step.losses, step.decision.norms.tolist()):
                 self._norms[(step.group, name)].append(norm)
 
@@ -69,3 +114,74 @@ class EpochStatistics:
             metrics[f"grad/{group}/norm_mean/{name}"] = mean
             metrics[f"grad/{group}/norm_std/{name}"] = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
         return metrics
+
+
+def probe_batch(dataset: MultimodalDataset, size: int, seed: int = 0) -> tuple[dict[str, Tensor], Tensor]:
+    """A fixed batch of ``size`` train samples (a seeded choice, independent of the global RNG)."""
+    size = min(int(size), len(dataset))
+    indices = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(int(seed)))[:size]
+    indices = indices.sort().values
+    batch = getattr(dataset, "batch", None)
+    if callable(batch):
+        return batch(indices)
+    items = [dataset[int(i)] for i in indices]
+    inputs = {m: torch.stack([torch.as_tensor(x[m]) for x, _ in items]) for m in items[0][0]}
+    return inputs, torch.as_tensor([int(y) for _, y in items])
+
+
+class GradientStatistics:
+    """What the trainer records: step metrics, per-epoch summaries and the probe's noise traces.
+
+    ``probe`` is the fixed probe batch (already on the model's device) or ``None`` to disable the
+    covariance traces. Methods return metric mappings; the caller logs each mapping in one call.
+    """
+
+    def __init__(
+        self,
+        settings: StatisticsSettings,
+        probe: tuple[Mapping[str, Tensor], Tensor] | None = None,
+        detach_unimodal: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.probe = probe
+        self.detach_unimodal = detach_unimodal
+        self.epoch = EpochStatistics()
+
+    def wants_step(self, step: int) -> bool:
+        every = self.settings.log_every
+        return bool(every) and step % every == 0
+
+    def wants_noise(self, step: int) -> bool:
+        every = self.settings.noise_every
+        return self.probe is not None and bool(every) and bool(self.settings.probe_size) and step % every == 0
+
+    def record_step(self, step: int, steps: list[GroupStep]) -> dict[str, float]:
+        """Observe the step for the epoch summary; return its step metrics if this step logs."""
+        if not steps:
+            return {}
+        self.epoch.observe(steps)
+        return step_metrics(steps) if self.wants_step(step) else {}
+
+    def noise(self, engine: GradientEngine, loss_fn) -> dict[str, float]:  # noqa: ANN001
+        """Covariance traces on the probe batch; needs ``engine`` to have planned (one step done)."""
+        if self.probe is None or engine.reach is None:
+            return {}
+        inputs, labels = self.probe
+        traces = covariance_traces(
+            engine.model,
+            loss_fn,
+            inputs,
+            labels,
+            engine.groups,
+            engine.packs,
+            engine.reach,
+            chunk_size=self.settings.probe_chunk,
+            forward_kwargs={"detach_unimodal": self.detach_unimodal},
+        )
+        return covariance_trace_metrics(traces)
+
+    def start_epoch(self) -> None:
+        self.epoch.reset()
+
+    def epoch_summary(self) -> dict[str, float]:
+        return self.epoch.summary()

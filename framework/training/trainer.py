@@ -21,7 +21,7 @@ from ..models.base import MULTIMODAL, MultimodalModel
 from ..tracking import RunTracker
 from .checkpoint import load_checkpoint, save_checkpoint
 from .gradients import GradientEngine
-from .statistics import EpochStatistics, step_metrics
+from .statistics import GradientStatistics, StatisticsSettings, probe_batch
 
 
 @dataclass
@@ -29,11 +29,15 @@ class TrainerSettings:
     epochs: int = 10
     batch_size: int = 64
     eval_batch_size: int = 512
-    log_every: int = 1
     num_workers: int = 0
     max_steps_per_epoch: int | None = None
     checkpoint_every: int = 1
     progress: bool | None = None
+    statistics: StatisticsSettings = field(default_factory=StatisticsSettings)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.statistics, StatisticsSettings):
+            self.statistics = StatisticsSettings(**dict(self.statistics))
 
 
 @dataclass
@@ -84,7 +88,11 @@ class Trainer:
         self.settings, self.device, self.tracker = settings, device, tracker
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.engine = GradientEngine(model, integrator)
-        self.statistics = EpochStatistics()
+        stats = settings.statistics
+        probe = None
+        if stats.noise_every and stats.probe_size:
+            probe = _to(*probe_batch(splits.train, stats.probe_size, stats.probe_seed), device)
+        self.statistics = GradientStatistics(stats, probe, detach_unimodal=loss.detach_unimodal)
         self.shuffle = torch.Generator().manual_seed(seed)
         self.state = TrainingState()
         self.heads = [MULTIMODAL, *model.modalities]
@@ -160,7 +168,7 @@ class Trainer:
 
     def train_epoch(self) -> dict[str, float]:
         self.model.train()
-        self.statistics.reset()
+        self.statistics.start_epoch()
         dataset = self.splits.train
         total = num_batches(dataset, self.settings.batch_size)
         if self.settings.max_steps_per_epoch:
@@ -174,8 +182,7 @@ class Trainer:
             if index >= total:
                 break
             inputs, labels = _to(inputs, labels, self.device)
-            log_now = self.state.step % self.settings.log_every == 0
-            losses = self.train_step(inputs, labels, log_now)
+            losses = self.train_step(inputs, labels)
             for name, value in losses.items():
                 sums[name] += value * labels.shape[0]
             count += labels.shape[0]
@@ -184,20 +191,26 @@ class Trainer:
             bar.set_postfix(loss=f"{sum(losses.values()):.3f}")
         bar.close()
         metrics = {f"train/loss/{name}": value / max(count, 1) for name, value in sums.items()}
-        metrics.update(self.statistics.summary())
+        metrics.update(self.statistics.epoch_summary())
         return metrics
 
-    def train_step(self, inputs: dict[str, Tensor], labels: Tensor, log_now: bool) -> dict[str, float]:
+    def train_step(self, inputs: dict[str, Tensor], labels: Tensor) -> dict[str, float]:
+        """One optimisation step at ``state.step``, with its statistics (logged in one call each).
+
+        The probe's covariance traces, when due, are taken after the update (parameters as the
+        next step sees them, this step's gradients already freed) and logged at this step.
+        """
+        step = self.state.step
         features = self.model.encode(inputs)
         logits = self.model.classify(features, detach_unimodal=self.loss.detach_unimodal)
         losses = self.loss(logits, labels)
-        steps = self.engine.backward(features, losses, need_decisions=log_now)
+        steps = self.engine.backward(features, losses, need_decisions=self.statistics.wants_step(step))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        if steps:
-            self.statistics.observe(steps)
-            if log_now:
-                self._log(step_metrics(steps), self.state.step)
+        metrics = self.statistics.record_step(step, steps)
+        if self.statistics.wants_noise(step):
+            metrics.update(self.statistics.noise(self.engine, self.loss))
+        self._log(metrics, step)
         return {name: float(value.detach()) for name, value in losses.items()}
 
     @torch.no_grad()

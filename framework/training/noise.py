@@ -1,0 +1,130 @@
+"""Gradient noise on a probe batch: the trace of each loss's per-sample gradient covariance.
+
+For loss ``l`` and parameter group ``G``, with ``g_i`` the gradient of sample ``i``'s loss on the
+group's parameters (flattened over all its tensors) and ``n`` the probe size::
+
+    tr Cov_l(G) = mean_i |g_i - mean_j g_j|^2
+
+Per-sample gradients come from ``torch.func``: ``vmap`` over ``grad`` of a ``functional_call`` of
+the whole model on one sample; no Python loop over samples. Losses that reach disjoint groups are
+differentiated together, as in :class:`~framework.training.gradients.GradientEngine` (its packs),
+so a late-fusion model costs two vmapped backward passes whatever its number of modalities.
+The probe can be split into chunks (``chunk_size``); chunk means and sums of squares are merged
+with the exact parallel-variance rule (Chan et al.), so the result does not depend on chunking and
+memory holds only ``chunk_size`` per-sample gradients of one group at a time.
+
+BatchNorm: the probe runs the model in **eval mode** (running statistics; dropout off) and restores
+the previous mode afterwards. In train mode BatchNorm couples the samples of a batch, so a
+per-sample gradient is not defined, and a batch of one would both normalise over the wrong axis
+and update the running buffers. In eval mode each sample's loss depends on that sample only,
+the buffers are read, never written, and the probe leaves the model, its buffers and the global
+RNG state untouched. Parameters are passed detached: the probe never touches ``.grad``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+
+LossFn = Callable[[dict[str, Tensor], Tensor], Mapping[str, Tensor]]
+
+
+class _Moments:
+    """Running count, mean tensor and sum of squared deviations (float64) of per-sample gradients."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean: Tensor | None = None
+        self.m2 = 0.0
+
+    def add(self, samples: Tensor) -> None:
+        c = samples.shape[0]
+        work = samples.double() if samples.dtype in (torch.float16, torch.bfloat16) else samples
+        chunk_mean = work.mean(0)
+        chunk_m2 = float((work - chunk_mean).double().square().sum())
+        if self.mean is None:
+            self.count, self.mean, self.m2 = c, chunk_mean, chunk_m2
+            return
+        n = self.count
+        delta = chunk_mean - self.mean
+        self.m2 += chunk_m2 + float(delta.double().square().sum()) * n * c / (n + c)
+        self.mean = self.mean + delta * (c / (n + c))
+        self.count = n + c
+
+
+def _batch_of(inputs: Mapping[str, Tensor]) -> int:
+    sizes = {int(t.shape[0]) for t in inputs.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"probe inputs disagree on the batch size: {sorted(sizes)}")
+    return sizes.pop()
+
+
+def covariance_traces(
+    model: nn.Module,
+    loss_fn: LossFn,
+    inputs: Mapping[str, Tensor],
+    labels: Tensor,
+    groups: Mapping[str, Sequence[nn.Parameter]],
+    packs: Sequence[Sequence[str]],
+    reach: Mapping[str, Sequence[str]],
+    chunk_size: int | None = None,
+    forward_kwargs: Mapping[str, object] | None = None,
+) -> dict[str, dict[str, float]]:
+    """``{group: {loss: tr Cov}}`` from per-sample gradients on the probe batch.
+
+    ``groups`` maps group names to their parameters; ``reach[group]`` lists the losses that reach
+    it; ``packs`` are sets of losses with disjoint reach, differentiated together (see
+    :meth:`GradientEngine.plan`). ``loss_fn(logits, labels)`` returns the losses by name with mean
+    reduction; ``forward_kwargs`` are passed to the model's ``forward``.
+    """
+    n = _batch_of(inputs)
+    if n < 1 or labels.shape[0] != n:
+        raise ValueError(f"probe needs matching non-empty inputs and labels, got {n} and {labels.shape[0]}")
+    step = n if not chunk_size or chunk_size <= 0 else int(chunk_size)
+    named = dict(model.named_parameters())
+    name_of = {id(p): name for name, p in named.items()}
+    buffers = {name: b.detach() for name, b in model.named_buffers()}
+    kwargs = dict(forward_kwargs or {})
+    traces: dict[str, dict[str, float]] = {}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():  # the outer graph is not needed; torch.func.grad ignores this context
+            for pack in packs:
+                reached = [g for g in groups if any(loss in reach.get(g, ()) for loss in pack)]
+                if not reached:
+                    continue
+                names = {g: [name_of[id(p)] for p in groups[g]] for g in reached}
+                diff = {name: named[name].detach() for g in reached for name in names[g]}
+                fixed = {name: p.detach() for name, p in named.items() if name not in diff}
+                members = tuple(pack)
+
+                def sample_loss(params: dict[str, Tensor], x: dict[str, Tensor], y: Tensor) -> Tensor:
+                    batch = {m: t.unsqueeze(0) for m, t in x.items()}
+                    logits = functional_call(model, ({**fixed, **params}, buffers), (batch,), kwargs)
+                    values = loss_fn(logits, y.unsqueeze(0))
+                    return torch.stack([values[name] for name in members]).sum()
+
+                per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0))
+                moments = {g: [_Moments() for _ in names[g]] for g in reached}
+                for start in range(0, n, step):
+                    x = {m: t[start : start + step] for m, t in inputs.items()}
+                    grads = per_sample(diff, x, labels[start : start + step])
+                    for g in reached:
+                        for moment, name in zip(moments[g], names[g]):
+                            moment.add(grads[name].reshape(grads[name].shape[0], -1))
+                    del grads
+                for g in reached:
+                    owner = next(loss for loss in pack if loss in reach[g])
+                    traces.setdefault(g, {})[owner] = sum(m.m2 for m in moments[g]) / n
+    finally:
+        model.train(was_training)
+    return {g: traces[g] for g in groups if g in traces}
+
+
+def covariance_trace_metrics(traces: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """``grad/<group>/cov_trace/<loss>`` for each group and loss."""
+    return {f"grad/{g}/cov_trace/{loss}": value for g, by_loss in traces.items() for loss, value in by_loss.items()}

@@ -1,0 +1,181 @@
+"""Gradient-conflict statistics: names, values, epoch summaries, and a run with known conflict."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from framework.data.base import DatasetSpec, Splits, TensorMultimodalDataset
+from framework.integrators import INTEGRATORS, get_integrator
+from framework.losses import MultitaskLoss
+from framework.models.encoders import MLPEncoder
+from framework.models.fusion import ConcatFusion
+from framework.models.late_fusion import LateFusionModel
+from framework.tracking import RunTracker
+from framework.training.gradients import GroupStep
+from framework.training.statistics import EpochStatistics, StatisticsSettings, probe_batch, step_metrics
+from framework.training.trainer import Trainer, TrainerSettings
+
+
+def decide(name, rows, **params):
+    integrator = get_integrator(name, **params)
+    integrator(torch.tensor(rows, dtype=torch.float64))
+    return integrator.last
+
+
+@pytest.mark.parametrize("name", sorted(INTEGRATORS))
+def test_step_metrics_names_and_closed_form_values(name):
+    g_mm, g_u = [3.0, 0.0], [-1.0, 2.0]
+    decision = decide(name, [g_mm, g_u])
+    metrics = step_metrics([GroupStep("encoder.a", ("multimodal", "a"), decision)])
+    p = "grad/encoder.a"
+    assert set(metrics) == {
+        f"{p}/cos/multimodal.a", f"{p}/conflict", f"{p}/norm/multimodal", f"{p}/norm/a",
+        f"{p}/norm_ratio/a", f"{p}/update_to_sum", f"{p}/weight/multimodal", f"{p}/weight/a",
+    }  # fmt: skip
+    assert metrics[f"{p}/cos/multimodal.a"] == pytest.approx(-3.0 / (3.0 * math.sqrt(5.0)))
+    assert metrics[f"{p}/conflict"] == 1.0
+    assert metrics[f"{p}/norm/multimodal"] == pytest.approx(3.0)
+    assert metrics[f"{p}/norm/a"] == pytest.approx(math.sqrt(5.0))
+    assert metrics[f"{p}/norm_ratio/a"] == pytest.approx(3.0 / math.sqrt(5.0))
+    update = get_integrator(name)(torch.tensor([g_mm, g_u], dtype=torch.float64))
+    assert metrics[f"{p}/update_to_sum"] == pytest.approx(float(update.norm()) / math.sqrt(2.0**2 + 2.0**2))
+    weights = decision.weights.tolist()
+    assert [metrics[f"{p}/weight/multimodal"], metrics[f"{p}/weight/a"]] == pytest.approx(weights)
+    if name in ("mgda", "mmpareto"):  # min-norm weights of two vectors: (|b|^2 - a.b) / |a - b|^2
+        assert weights[0] == pytest.approx((5.0 + 3.0) / (16.0 + 4.0))
+
+
+def test_three_losses_log_every_pair_and_conflict_if_any_pair_conflicts():
+    decision = decide("mmpareto", [[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.5, -2.0, 0.1]])
+    metrics = step_metrics([GroupStep("trunk", ("multimodal", "a", "b"), decision)])
+    assert metrics["grad/trunk/cos/multimodal.a"] > 0 and metrics["grad/trunk/cos/multimodal.b"] > 0
+    assert metrics["grad/trunk/cos/a.b"] < 0
+    assert metrics["grad/trunk/conflict"] == 1.0
+    assert {"grad/trunk/norm_ratio/a", "grad/trunk/norm_ratio/b"} <= set(metrics)
+
+
+def test_zero_gradient_gives_nan_ratio_not_an_error():
+    decision = decide("sum", [[1.0, 0.0], [0.0, 0.0]])
+    metrics = step_metrics([GroupStep("g", ("multimodal", "a"), decision)])
+    assert math.isnan(metrics["grad/g/norm_ratio/a"])
+    assert metrics["grad/g/cos/multimodal.a"] == 0.0 and metrics["grad/g/conflict"] == 0.0
+
+
+def test_epoch_summary_conflict_rate_and_norm_mean_and_spread():
+    stats = EpochStatistics()
+    rows = [([3.0, 0.0], [-1.0, 0.0]), ([1.0, 0.0], [2.0, 0.0]), ([0.0, 2.0], [0.0, -4.0]), ([1.0, 1.0], [1.0, 0.0])]
+    for a, b in rows:
+        stats.observe([GroupStep("g", ("multimodal", "a"), decide("pcgrad", [a, b]))])
+    summary = stats.summary()
+    assert summary["grad/g/conflict_rate"] == pytest.approx(0.5)
+    norms_mm = torch.tensor([3.0, 1.0, 2.0, math.sqrt(2.0)], dtype=torch.float64)
+    norms_a = torch.tensor([1.0, 2.0, 4.0, 1.0], dtype=torch.float64)
+    assert summary["grad/g/norm_mean/multimodal"] == pytest.approx(float(norms_mm.mean()))
+    assert summary["grad/g/norm_std/multimodal"] == pytest.approx(float(norms_mm.std(unbiased=False)))
+    assert summary["grad/g/norm_mean/a"] == pytest.approx(float(norms_a.mean()))
+    assert summary["grad/g/norm_std/a"] == pytest.approx(float(norms_a.std(unbiased=False)))
+    stats.reset()
+    assert stats.summary() == {}
+
+
+def test_settings_reject_negative_values():
+    with pytest.raises(ValueError, match="noise_every"):
+        StatisticsSettings(noise_every=-1)
+    with pytest.raises(ValueError, match="probe_chunk"):
+        StatisticsSettings(probe_chunk=0)
+    assert TrainerSettings(statistics={"log_every": 3}).statistics == StatisticsSettings(log_every=3)
+
+
+def test_probe_batch_is_fixed_and_independent_of_the_global_rng():
+    spec = DatasetSpec({"x": (2,)}, 2)
+    data = TensorMultimodalDataset({"x": torch.arange(40.0).reshape(20, 2)}, torch.arange(20) % 2, spec)
+    torch.manual_seed(1)
+    first = probe_batch(data, 6, seed=3)
+    torch.manual_seed(2)
+    second = probe_batch(data, 6, seed=3)
+    assert torch.equal(first[0]["x"], second[0]["x"]) and torch.equal(first[1], second[1])
+    assert first[1].shape == (6,) and probe_batch(data, 100)[1].shape == (20,)
+
+
+# --- a run whose gradients conflict by construction -------------------------------------------
+
+
+def conflicting_setup(n: int = 24):
+    """Two modalities, one ReLU unit per encoder, positive inputs, every label 0.
+
+    The fusion head scores class 0 by +z and the unimodal heads by -z, so L_mm pulls every feature
+    up and L_m pulls it down: on each encoder every component of g_mm is negative and every
+    component of g_m positive, so their cosine is negative on every step.
+    """
+    spec = DatasetSpec({"a": (3,), "b": (2,)}, num_classes=2)
+    generator = torch.Generator().manual_seed(0)
+
+    def split(size):
+        inputs = {m: 0.5 + torch.rand(size, *shape, generator=generator) for m, shape in spec.modalities.items()}
+        return TensorMultimodalDataset(inputs, torch.zeros(size, dtype=torch.long), spec)
+
+    model = LateFusionModel(spec, partial(MLPEncoder, hidden=[], dim=1), ConcatFusion)
+    with torch.no_grad():
+        for encoder in model.encoders.values():
+            linear = encoder.net[1]
+            linear.weight.fill_(0.3)
+            linear.bias.fill_(0.1)
+        model.fusion_head.weight.copy_(torch.tensor([[1.0, 1.0], [-1.0, -1.0]]))
+        model.fusion_head.bias.zero_()
+        for head in model.unimodal_heads.values():
+            head.weight.copy_(torch.tensor([[-1.0], [1.0]]))
+            head.bias.zero_()
+    return model, Splits(split(n), split(8), split(8))
+
+
+@pytest.mark.parametrize("name", sorted(INTEGRATORS))
+def test_known_conflict_gives_negative_cosines_and_full_conflict_rate_in_mlflow(name, tmp_path, monkeypatch):
+    calls = {"log_batch": 0, "log_metric": 0}
+    original_batch = MlflowClient.log_batch
+
+    def counting_batch(self, *args, **kwargs):
+        if kwargs.get("metrics"):
+            calls["log_batch"] += 1
+        return original_batch(self, *args, **kwargs)
+
+    def forbidden(self, *args, **kwargs):
+        calls["log_metric"] += 1
+        raise AssertionError("metrics must be sent in batches, not one call per scalar")
+
+    monkeypatch.setattr(MlflowClient, "log_batch", counting_batch)
+    monkeypatch.setattr(MlflowClient, "log_metric", forbidden)
+    model, splits = conflicting_setup()
+    tracker = RunTracker("conflict", f"{name}-conflict", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    stats = StatisticsSettings(log_every=1, noise_every=2, probe_size=5, probe_chunk=2)
+    settings = TrainerSettings(epochs=2, batch_size=8, progress=False, statistics=stats)
+    trainer = Trainer(
+        model, splits, MultitaskLoss(), get_integrator(name), torch.optim.SGD(model.parameters(), lr=1e-3),
+        None, settings, torch.device("cpu"), tracker=tracker,
+    )  # fmt: skip
+    trainer.fit()
+    tracker.end()
+    client = MlflowClient(tracker.tracking_uri)
+    metrics = client.get_run(tracker.run_id).data.metrics
+    steps = 2 * 3
+    for m in ("a", "b"):
+        p = f"grad/encoder.{m}"
+        cosines = client.get_metric_history(tracker.run_id, f"{p}/cos/multimodal.{m}")
+        assert sorted(c.step for c in cosines) == list(range(steps))
+        assert all(-1.0 <= c.value < 0 for c in cosines)
+        assert all(c.value == 1.0 for c in client.get_metric_history(tracker.run_id, f"{p}/conflict"))
+        rates = client.get_metric_history(tracker.run_id, f"{p}/conflict_rate")
+        assert [r.value for r in sorted(rates, key=lambda r: r.step)] == [1.0, 1.0]
+        for key in ("norm/multimodal", f"norm/{m}", f"norm_ratio/{m}", "update_to_sum", "weight/multimodal",
+                    f"weight/{m}", "norm_mean/multimodal", f"norm_std/{m}"):  # fmt: skip
+            assert math.isfinite(metrics[f"{p}/{key}"]), key
+        traces = client.get_metric_history(tracker.run_id, f"{p}/cov_trace/{m}")
+        assert sorted(t.step for t in traces) == [0, 2, 4]
+        assert all(t.value > 0 for t in traces)
+        assert f"{p}/cov_trace/multimodal" in metrics
+    assert calls["log_metric"] == 0
+    assert 1 <= calls["log_batch"] <= 2 + 1  # flushed once per epoch (and at the end if anything is left)
