@@ -1,0 +1,196 @@
+"""Figures (PNG, matplotlib Agg), one set per dataset, one line or bar per table row.
+
+- ``<dataset>_cosine.png``: cos(g_multimodal, g_modality) over training per encoder (Fig. 1(a))
+- ``<dataset>_grad_norm_hist.png``: per-batch gradient norms, multimodal vs unimodal (Fig. 1(d))
+- ``<dataset>_accuracy_bars.png``: test accuracy per head and integrator (Fig. 1(c))
+- ``<dataset>_conflict_rate.png``: conflict rate per epoch and encoder
+- ``<dataset>_cov_trace.png``: gradient covariance trace over training (when logged)
+
+Lines are means over seeds; step-level series are smoothed with a centred moving average of
+half an epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .runs import MULTIMODAL, Histories, RunRecord, RunSet  # noqa: E402
+from .tables import Table  # noqa: E402
+
+
+def colors(runset: RunSet, dataset: str) -> dict[tuple[str, ...], tuple]:
+    cmap = plt.get_cmap("tab10")
+    return {key: cmap(i % 10) for i, key in enumerate(runset.rows(dataset))}
+
+
+def _mean_series(frames: list[pd.DataFrame]) -> pd.Series:
+    """Mean over runs of ``value`` by ``step`` (runs may have missing steps)."""
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.Series(dtype=float)
+    joined = pd.concat([f.set_index("step")["value"].rename(i) for i, f in enumerate(frames)], axis=1)
+    return joined.mean(axis=1, skipna=True).sort_index()
+
+
+def _steps_per_epoch(histories: Histories, runs: list[RunRecord], key: str) -> float | None:
+    values = [histories.steps_per_epoch(r, key) for r in runs]
+    values = [v for v in values if v]
+    return float(np.median(values)) if values else None
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def cosine_figure(runset: RunSet, histories: Histories, dataset: str, out: Path) -> Path | None:
+    rows = runset.rows(dataset)
+    pairs = sorted({(g, p) for r in runset.in_dataset(dataset) for g, ps in r.groups().items() for p in ps})
+    if not pairs:
+        return None
+    palette = colors(runset, dataset)
+    fig, axes = plt.subplots(1, len(pairs), figsize=(5.5 * len(pairs), 4), squeeze=False)
+    for ax, (group, pair) in zip(axes[0], pairs):
+        key = f"grad/{group}/cos/{pair}"
+        for row, runs in rows.items():
+            having = [r for r in runs if key in r.metrics]
+            if not having:
+                continue
+            series = _mean_series([histories.get(r, key) for r in having])
+            per_epoch = _steps_per_epoch(histories, having, key)
+            window = max(1, int(round(per_epoch / 2))) if per_epoch else max(1, len(series) // 50)
+            smooth = series.rolling(window, center=True, min_periods=1).mean()
+            x = series.index.to_numpy() / per_epoch if per_epoch else series.index.to_numpy()
+            ax.plot(x, smooth.to_numpy(), color=palette[row], lw=1.4, label=runset.row_name(dataset, row))
+        ax.axhline(0.0, color="black", lw=0.8, ls=":")
+        a, b = pair.split(".", 1)
+        ax.set_title(f"{group}: cos(g_{a}, g_{b})")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("cosine (mean over seeds, smoothed)")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{dataset}: cosine between multimodal and unimodal gradients over training")
+    return _save(fig, out / f"{dataset}_cosine.png")
+
+
+def norm_histogram_figure(runset: RunSet, histories: Histories, dataset: str, out: Path) -> Path | None:
+    rows = runset.rows(dataset)
+    groups = sorted({g for r in runset.in_dataset(dataset) for g, ls in r.norm_groups().items() if len(ls) > 1})
+    columns = [k for k, runs in rows.items() if any(len(r.norm_groups().get(g, [])) > 1 for r in runs for g in groups)]
+    if not groups or not columns:
+        return None
+    fig, axes = plt.subplots(len(groups), len(columns), figsize=(max(6.0, 3.4 * len(columns)), 2.8 * len(groups)), squeeze=False)
+    for i, group in enumerate(groups):
+        for j, row in enumerate(columns):
+            ax = axes[i][j]
+            runs = rows[row]
+            losses = sorted({loss for r in runs for loss in r.norm_groups().get(group, [])}, key=lambda n: (n != MULTIMODAL, n))
+            values = {
+                loss: np.concatenate([histories.get(r, f"grad/{group}/norm/{loss}")["value"].to_numpy() for r in runs])
+                for loss in losses
+            }
+            pooled = np.concatenate([v[np.isfinite(v) & (v > 0)] for v in values.values()]) if values else np.array([])
+            if pooled.size == 0:
+                ax.set_axis_off()
+                continue
+            bins = np.geomspace(pooled.min(), pooled.max() * 1.0001, 40) if pooled.min() < pooled.max() else 10
+            for loss, v in values.items():
+                v = v[np.isfinite(v) & (v > 0)]
+                name = "multimodal" if loss == MULTIMODAL else f"unimodal ({loss})"
+                ax.hist(v, bins=bins, alpha=0.55, label=f"{name}: {v.mean():.3g} ± {v.std():.3g}")
+            ax.set_xscale("log")
+            ax.set_title(f"{runset.row_name(dataset, row)}\n{group}", fontsize=8)
+            ax.set_xlabel("|g| per batch")
+            ax.legend(fontsize=6)
+    fig.suptitle(f"{dataset}: per-batch gradient norms per encoder\n(all steps and seeds; legend: mean ± std)")
+    return _save(fig, out / f"{dataset}_grad_norm_hist.png")
+
+
+def accuracy_bars_figure(table: Table, runset: RunSet, out: Path) -> Path | None:
+    frame = table.frame
+    if frame.empty:
+        return None
+    dataset = table.dataset
+    heads = [MULTIMODAL, *runset.modalities(dataset)]
+    palette = colors(runset, dataset)
+    keys = [tuple(str(frame[k].iloc[i]) for k in table.keys) for i in range(len(frame))]
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.2 * len(heads) * len(keys) / 2 + 4), 4.2), sharey=True)
+    width = 0.8 / max(len(keys), 1)
+    for ax, kind, title in zip(axes, ("best", "last"), ("at the best-validation epoch", "at the last epoch")):
+        for i, key in enumerate(keys):
+            means = [frame[f"{kind}_{h}_mean"].iloc[i] for h in heads]
+            stds = [frame[f"{kind}_{h}_std"].iloc[i] for h in heads]
+            stds = [0.0 if math.isnan(s) else s for s in stds]
+            x = np.arange(len(heads)) + (i - (len(keys) - 1) / 2) * width
+            ax.bar(x, means, width, yerr=stds, capsize=2, color=palette.get(key), label=runset.row_name(dataset, key))
+        ax.set_xticks(np.arange(len(heads)), [h if h != MULTIMODAL else "multimodal" for h in heads])
+        ax.set_title(f"test accuracy {title}")
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(axis="y", alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(labels), 4))
+    fig.suptitle(f"{dataset}: multimodal and unimodal test accuracy (mean ± std over seeds)")
+    return _save(fig, out / f"{dataset}_accuracy_bars.png")
+
+
+def conflict_rate_figure(runset: RunSet, histories: Histories, dataset: str, out: Path) -> Path | None:
+    rows = runset.rows(dataset)
+    groups = sorted({g for r in runset.in_dataset(dataset) for g in r.groups()})
+    if not groups:
+        return None
+    palette = colors(runset, dataset)
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), squeeze=False)
+    for ax, group in zip(axes[0], groups):
+        key = f"grad/{group}/conflict_rate"
+        for row, runs in rows.items():
+            having = [r for r in runs if key in r.metrics]
+            if not having:
+                continue
+            series = _mean_series([histories.get(r, key) for r in having])
+            ax.plot(series.index.to_numpy() + 1, 100 * series.to_numpy(), marker="o", ms=3, color=palette[row],
+                    label=runset.row_name(dataset, row))  # fmt: skip
+        ax.set_title(f"{group}: steps with cos < 0")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("conflict rate (%)")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{dataset}: conflict rate per epoch (mean over seeds)")
+    return _save(fig, out / f"{dataset}_conflict_rate.png")
+
+
+def cov_trace_figure(runset: RunSet, histories: Histories, dataset: str, out: Path) -> Path | None:
+    rows = runset.rows(dataset)
+    keys = sorted({k for r in runset.in_dataset(dataset) for k in r.metrics if k.startswith("grad/") and "/cov_trace/" in k})
+    if not keys:
+        return None
+    groups = sorted({k.split("/cov_trace/")[0][len("grad/"):] for k in keys})
+    palette = colors(runset, dataset)
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), squeeze=False)
+    for ax, group in zip(axes[0], groups):
+        for row, runs in rows.items():
+            for key in [k for k in keys if k.startswith(f"grad/{group}/cov_trace/")]:
+                loss = key.rsplit("/", 1)[1]
+                having = [r for r in runs if key in r.metrics]
+                if not having:
+                    continue
+                series = _mean_series([histories.get(r, key) for r in having])
+                per_epoch = _steps_per_epoch(histories, having, f"grad/{group}/norm/{MULTIMODAL}")
+                x = series.index.to_numpy() / per_epoch if per_epoch else series.index.to_numpy()
+                style = "-" if loss == MULTIMODAL else "--"
+                ax.plot(x, series.to_numpy(), ls=style, color=palette[row], lw=1.2,
+                        label=f"{runset.row_name(dataset, row)}: {loss}")  # fmt: skip
+        ax.set_yscale("log")
+        ax.set_title(f"{group}: tr Cov of per-sample gradients (solid: multimodal)")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("covariance trace")
+        ax.legend(fontsize=6)
+    fig.suptitle(f"{dataset}: gradient noise over training (mean over seeds)")
+    return _save(fig, out / f"{dataset}_cov_trace.png")

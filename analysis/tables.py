@@ -1,0 +1,274 @@
+"""Tables: accuracy (mean ± std over seeds), conflict rate early/late, gradient size and noise.
+
+Accuracies are in percent. ``std`` is the sample standard deviation over seeds (ddof=1).
+A table is a :class:`Table`: a DataFrame with one row per row key, plus which columns are
+statistics (``<col>_mean``, ``<col>_std``) and which direction is best, so it can be written
+as Markdown, LaTeX and CSV with the best entry of each column marked.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from .runs import MULTIMODAL, Histories, RunRecord, RunSet, mean_std, short_param
+
+
+@dataclass
+class Table:
+    """``frame`` has the key columns, ``n`` and ``<stat>_mean``/``<stat>_std`` per statistic."""
+
+    dataset: str
+    title: str
+    frame: pd.DataFrame
+    keys: list[str]
+    stats: list[str]
+    headers: dict[str, str]
+    best: dict[str, str] = field(default_factory=dict)
+    """Statistic -> ``"max"`` or ``"min"``: which entry is marked as best. Absent: none."""
+    digits: int = 2
+
+    def best_rows(self, stat: str) -> set[int]:
+        direction = self.best.get(stat)
+        means = self.frame[f"{stat}_mean"]
+        if direction is None or means.isna().all():
+            return set()
+        target = means.max() if direction == "max" else means.min()
+        return {i for i, v in enumerate(means) if not math.isnan(v) and abs(v - target) <= 1e-9 * max(1.0, abs(target))}
+
+    def cell(self, row: int, stat: str) -> tuple[str, str]:
+        mean, std = self.frame[f"{stat}_mean"].iloc[row], self.frame[f"{stat}_std"].iloc[row]
+        if math.isnan(mean):
+            return "–", ""
+        return f"{mean:.{self.digits}f}", ("" if math.isnan(std) else f"{std:.{self.digits}f}")
+
+    def with_best_flags(self) -> pd.DataFrame:
+        out = self.frame.copy()
+        for stat in self.stats:
+            if stat in self.best:
+                rows = self.best_rows(stat)
+                out[f"{stat}_best"] = [i in rows for i in range(len(out))]
+        return out
+
+    def markdown(self) -> str:
+        heads = [self.headers.get(k, k) for k in self.keys] + ["n"] + [self.headers.get(s, s) for s in self.stats]
+        lines = ["| " + " | ".join(heads) + " |", "|" + "|".join(["---"] * len(self.keys) + ["--:"] * (1 + len(self.stats))) + "|"]
+        best = {s: self.best_rows(s) for s in self.stats}
+        for i in range(len(self.frame)):
+            cells = [str(self.frame[k].iloc[i]) for k in self.keys] + [str(int(self.frame["n"].iloc[i]))]
+            for stat in self.stats:
+                mean, std = self.cell(i, stat)
+                text = f"{mean} ± {std}" if std else mean
+                cells.append(f"**{text}**" if i in best[stat] else text)
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        return "\n".join(lines)
+
+    def latex(self) -> str:
+        best = {s: self.best_rows(s) for s in self.stats}
+        spec = "l" * len(self.keys) + "r" * (1 + len(self.stats))
+        heads = [latex_escape(self.headers.get(k, k)) for k in self.keys] + ["$n$"]
+        heads += [latex_escape(self.headers.get(s, s)) for s in self.stats]
+        lines = [
+            "\\begin{table}[t]",
+            "\\centering",
+            f"\\caption{{{latex_escape(self.title)}}}",
+            f"\\begin{{tabular}}{{{spec}}}",
+            "\\toprule",
+            " & ".join(heads) + " \\\\",
+            "\\midrule",
+        ]
+        for i in range(len(self.frame)):
+            cells = [latex_escape(str(self.frame[k].iloc[i])) for k in self.keys] + [str(int(self.frame["n"].iloc[i]))]
+            for stat in self.stats:
+                mean, std = self.cell(i, stat)
+                text = f"{mean} $\\pm$ {std}" if std else latex_escape(mean)
+                cells.append(f"\\textbf{{{text}}}" if i in best[stat] else text)
+            lines.append(" & ".join(cells) + " \\\\")
+        lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+        return "\n".join(lines)
+
+
+def latex_escape(text: str) -> str:
+    replace = {"\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "$": "\\$", "#": "\\#", "_": "\\_",
+               "{": "\\{", "}": "\\}", "~": "\\textasciitilde{}", "^": "\\textasciicircum{}",
+               "±": "$\\pm$", "–": "--", "Δ": "$\\Delta$"}  # fmt: skip
+    return "".join(replace.get(c, c) for c in text)
+
+
+def _key_columns(runset: RunSet, dataset: str) -> tuple[list[str], dict[str, str]]:
+    keys = ["label", *runset.swept.get(dataset, [])]
+    headers = {"label": "Integrator", **{p: short_param(p) for p in keys[1:]}}
+    return keys, headers
+
+
+def accuracy_table(runset: RunSet, dataset: str) -> Table:
+    """Test accuracy at the best-validation epoch and at the last epoch, per head, in percent."""
+    modalities = runset.modalities(dataset)
+    heads = [MULTIMODAL, *modalities]
+    keys, headers = _key_columns(runset, dataset)
+    stats = [f"best_{h}" for h in heads] + [f"last_{h}" for h in heads]
+    for h in heads:
+        name = "Multimodal" if h == MULTIMODAL else h
+        headers[f"best_{h}"] = f"{name} (best val)"
+        headers[f"last_{h}"] = f"{name} (last)"
+    records = []
+    for key, runs in runset.rows(dataset).items():
+        row: dict = dict(zip(keys, key))
+        row["n"] = len(runs)
+        row["seeds"] = " ".join(r.seed for r in runs)
+        for h in heads:
+            for kind in ("best", "last"):
+                values = [100.0 * r.metrics[f"{kind}/test/acc/{h}"] for r in runs if f"{kind}/test/acc/{h}" in r.metrics]
+                row[f"{kind}_{h}_mean"], row[f"{kind}_{h}_std"], _ = mean_std(values)
+        row["best_epoch_mean"], row["best_epoch_std"], _ = mean_std([r.metrics.get("best/epoch", math.nan) for r in runs])
+        records.append(row)
+    frame = pd.DataFrame(records)
+    title = f"{dataset}: test accuracy (%) at the best-validation epoch and at the last epoch, mean ± std over seeds"
+    return Table(dataset, title, frame, keys, stats, headers, best={s: "max" for s in stats})
+
+
+# ---------------------------------------------------------------------------------------------
+# Conflicts early and late
+
+
+def training_fraction(frame: pd.DataFrame, steps_per_epoch: float | None, epochs: int | None) -> pd.Series:
+    """Step -> fraction of training in [0, 1)."""
+    if steps_per_epoch and epochs:
+        total = steps_per_epoch * epochs
+    else:
+        total = float(frame["step"].max() + 1) if not frame.empty else 1.0
+    return frame["step"] / total
+
+
+def conflict_flags(histories: Histories, run: RunRecord, group: str) -> pd.DataFrame:
+    """Per logged step of ``group``: ``step``, ``frac`` (of training) and ``conflict`` (0/1).
+
+    With two losses on the group the flag is ``cos < 0``, read from the cosine history; with
+    more, the logged ``grad/G/conflict`` flag (any pair with cos < 0) is read instead.
+    """
+    pairs = run.groups().get(group, [])
+    if len(pairs) == 1:
+        cos = histories.get(run, f"grad/{group}/cos/{pairs[0]}")
+        frame = pd.DataFrame({"step": cos["step"], "conflict": (cos["value"] < 0).astype(float)})
+        step_key = f"grad/{group}/cos/{pairs[0]}"
+    else:
+        flag = histories.get(run, f"grad/{group}/conflict")
+        frame = pd.DataFrame({"step": flag["step"], "conflict": flag["value"].astype(float)})
+        step_key = f"grad/{group}/conflict"
+    frame["frac"] = training_fraction(frame, histories.steps_per_epoch(run, step_key), run.epochs)
+    return frame
+
+
+EARLY, LATE = 1.0 / 3.0, 2.0 / 3.0
+
+
+def conflict_table(runset: RunSet, histories: Histories, dataset: str) -> Table:
+    """Conflict rate (% of logged steps with cos < 0) per encoder: first third, last third, all.
+
+    ``first half`` is the share of all conflicting steps that fall in the first half of
+    training. For MMPareto the conflict rate is how often its conflict branch fired.
+    """
+    keys, headers = _key_columns(runset, dataset)
+    groups = sorted({g for r in runset.in_dataset(dataset) for g in r.groups()})
+    stats = []
+    for g in groups:
+        for part, title in (("early", "early"), ("late", "late"), ("all", "all"), ("first_half", "share in 1st half")):
+            stats.append(f"{g}:{part}")
+            headers[f"{g}:{part}"] = f"{g} {title}"
+    records = []
+    for key, runs in runset.rows(dataset).items():
+        if not any(r.groups() for r in runs):
+            continue  # one-joint-loss: no shared group, nothing to conflict
+        row: dict = dict(zip(keys, key))
+        row["n"] = len(runs)
+        for g in groups:
+            per_run: dict[str, list[float]] = {"early": [], "late": [], "all": [], "first_half": []}
+            for run in runs:
+                if g not in run.groups():
+                    continue
+                flags = conflict_flags(histories, run, g)
+                if flags.empty:
+                    continue
+                per_run["early"].append(100 * _mean(flags.loc[flags["frac"] < EARLY, "conflict"]))
+                per_run["late"].append(100 * _mean(flags.loc[flags["frac"] >= LATE, "conflict"]))
+                per_run["all"].append(100 * _mean(flags["conflict"]))
+                total = flags["conflict"].sum()
+                share = flags.loc[flags["frac"] < 0.5, "conflict"].sum() / total if total > 0 else math.nan
+                per_run["first_half"].append(100 * share)
+            for part, values in per_run.items():
+                row[f"{g}:{part}_mean"], row[f"{g}:{part}_std"], _ = mean_std(values)
+        records.append(row)
+    frame = pd.DataFrame(records, columns=[*keys, "n", *[f"{s}_{x}" for s in stats for x in ("mean", "std")]])
+    title = (
+        f"{dataset}: conflict rate (% of steps with cos(g_mm, g_m) < 0) per encoder, in the first third (early) "
+        "and last third (late) of training and overall; share (%) of conflicting steps in the first half"
+    )
+    return Table(dataset, title, frame, keys, stats, headers, best={}, digits=1)
+
+
+def _mean(values: pd.Series) -> float:
+    return float(values.mean()) if len(values) else math.nan
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradient size and noise
+
+
+def noise_table(runset: RunSet, histories: Histories, dataset: str) -> Table:
+    """Per encoder and loss: per-batch gradient norm, its spread within an epoch, and the
+    gradient covariance trace when logged; averaged over epochs (or probes), then over seeds.
+
+    ``norm`` is the mean of ``grad/G/norm_mean/i`` over epochs, ``spread`` of ``norm_std``,
+    ``cov tr`` of ``grad/G/cov_trace/i`` over its logged steps.
+    """
+    keys, headers = _key_columns(runset, dataset)
+    pairs: list[tuple[str, str]] = []
+    for run in runset.in_dataset(dataset):
+        for g, losses in run.norm_groups().items():
+            pairs.extend((g, loss) for loss in losses if (g, loss) not in pairs)
+    pairs.sort(key=lambda p: (p[0], p[1] != MULTIMODAL, p[1]))
+    has_cov = any(k.startswith("grad/") and "/cov_trace/" in k for r in runset.in_dataset(dataset) for k in r.metrics)
+    kinds = [("norm_mean", "norm"), ("norm_std", "spread")] + ([("cov_trace", "cov tr")] if has_cov else [])
+    stats = []
+    for g, loss in pairs:
+        for kind, title in kinds:
+            stats.append(f"{g}:{kind}:{loss}")
+            headers[f"{g}:{kind}:{loss}"] = f"{g} {title} {loss}"
+    records = []
+    for key, runs in runset.rows(dataset).items():
+        row: dict = dict(zip(keys, key))
+        row["n"] = len(runs)
+        for g, loss in pairs:
+            for kind, _ in kinds:
+                values = [_mean(histories.get(r, f"grad/{g}/{kind}/{loss}")["value"]) for r in runs]
+                row[f"{g}:{kind}:{loss}_mean"], row[f"{g}:{kind}:{loss}_std"], _ = mean_std(values)
+        records.append(row)
+    frame = pd.DataFrame(records, columns=[*keys, "n", *[f"{s}_{x}" for s in stats for x in ("mean", "std")]])
+    title = (
+        f"{dataset}: per-batch gradient norm (mean over epochs of the per-epoch mean), its within-epoch spread "
+        "(std)" + (", and the per-sample gradient covariance trace" if has_cov else "") + ", per encoder and loss"
+    )
+    return Table(dataset, title, frame, keys, stats, headers, best={}, digits=3)
+
+
+def write_tables(tables: Sequence[Table], stem: str) -> dict[str, str]:
+    """``<stem>.md``, ``<stem>.tex`` and ``<stem>.csv`` for tables of several datasets."""
+    md = "\n\n".join(f"**{t.title}**\n\n{t.markdown()}" for t in tables)
+    tex = "\n\n".join(t.latex() for t in tables)
+    frames = []
+    for t in tables:
+        frame = t.with_best_flags()
+        frame.insert(0, "dataset", t.dataset)
+        frames.append(frame)
+    csv = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    paths = {"md": f"{stem}.md", "tex": f"{stem}.tex", "csv": f"{stem}.csv"}
+    with open(paths["md"], "w") as f:
+        f.write(md + "\n")
+    with open(paths["tex"], "w") as f:
+        f.write("% needs \\usepackage{booktabs}\n" + tex + "\n")
+    csv.to_csv(paths["csv"], index=False, float_format="%.6g")
+    return paths
+
