@@ -1,4 +1,8 @@
-"""Atomic training checkpoints: written to a temporary file, then renamed over the old one."""
+"""Atomic training checkpoints, and which scheduler job wrote them.
+
+A checkpoint is written to a temporary file in the same directory, fsynced, then renamed over
+the old one: a reader (or a job killed mid-write) only ever sees a whole checkpoint.
+"""
 
 from __future__ import annotations
 
@@ -30,3 +34,43 @@ def load_checkpoint(path: str | Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def current_job() -> str | None:
+    """The scheduler job this process runs in, the same across its requeues; None outside one.
+
+    Under submitit (``SUBMITIT_EXECUTOR`` set) it is submitit's job id (``<array>_<task>`` for
+    array jobs; the controller's id for the local executor), else ``$SLURM_JOB_ID``.
+    """
+    executor = os.environ.get("SUBMITIT_EXECUTOR")
+    if executor:
+        try:
+            import submitit
+
+            return f"{executor}:{submitit.JobEnvironment().job_id}"
+        except Exception:  # noqa: BLE001 - an unknown environment is simply not a job
+            return None
+    if os.environ.get("SLURM_JOB_ID"):
+        return f"slurm:{os.environ['SLURM_JOB_ID']}"
+    return None
+
+
+def restart_count() -> int:
+    """How many times Slurm has requeued this job (``$SLURM_RESTART_COUNT``, 0 outside Slurm)."""
+    try:
+        return int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    except ValueError:
+        return 0
+
+
+def is_requeue_of(checkpoint: dict[str, Any] | None) -> bool:
+    """Whether this process is a requeued run of the job that wrote ``checkpoint``.
+
+    A requeue (preemption, time limit through submitit's checkpointing, ``scontrol requeue``,
+    submitit-local's restart on timeout) keeps the job id: the checkpoint's job equals ours.
+    A new job with the same overrides has another id, and so starts over.
+    """
+    if checkpoint is None:
+        return False
+    job = current_job()
+    return job is not None and checkpoint.get("job") == job

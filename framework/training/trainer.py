@@ -19,7 +19,7 @@ from ..integrators import Integrator
 from ..losses import MultitaskLoss
 from ..models.base import MULTIMODAL, MultimodalModel
 from ..tracking import RunTracker
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import current_job, load_checkpoint, save_checkpoint
 from .gradients import GradientEngine
 from .statistics import GradientStatistics, StatisticsSettings, probe_batch
 
@@ -108,6 +108,7 @@ class Trainer:
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "state": self.state.__dict__.copy(),
             "run_id": self.tracker.run_id if self.tracker else None,
+            "job": current_job(),  # a requeue of this job resumes from here (checkpoint.is_requeue_of)
         }
 
     def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
@@ -139,6 +140,8 @@ class Trainer:
             save_checkpoint(self.state_dict(), self.checkpoint_path)
 
     def fit(self) -> dict[str, float]:
+        if self.state.epoch == 0 and self.state.step == 0:
+            self.save()  # the start is resumable too: an interrupted first epoch resumes into the same run
         while self.state.epoch < self.settings.epochs:
             train_metrics = self.train_epoch()
             val = self.evaluate(self.splits.val)
