@@ -1,0 +1,443 @@
+"""Audio-visual datasets described by a manifest: CSV rows ``clip,label``, one audio file and one
+frame folder per clip (CREMA-D, Kinetics-Sounds, and any dataset laid out the same way).
+
+Layout under ``root``::
+
+    train.csv, test.csv         rows ``clip,label`` (label: a class name, or its index)
+    val.csv                     optional; otherwise ``val_fraction`` of train.csv is held out
+    stat.csv                    optional: the class names, one per row (first column), sorted as
+                                the reference code does; without it the dataset's default list
+    <audio_dir>/<clip>.pt       a spectrogram tensor per clip (F, T) or (1, F, T), or
+    <audio_dir>/<clip>.wav      a waveform, turned into a log spectrogram here (torch.stft)
+    <visual_dir>/<clip>/*.jpg   the clip's frames (jpg/jpeg/png), in name order
+
+Each sample is ``{"audio": (1, F, T), "visual": (num_frames, 3, S, S)}``. Frames are sampled as the
+reference code does: the folder's frames are cut into ``num_frames`` equal segments; training takes
+a random frame of each segment, evaluation the segment's centre frame.
+
+Bad input: a missing root, split file or folder raises ``FileNotFoundError`` naming the path and
+the expected layout. A sample whose files are missing, whose label is unknown or whose files do not
+decode is *corrupt*: ``on_corrupt="error"`` stops with an error naming the clip id;
+``on_corrupt="skip"`` drops it (samples found at indexing) or substitutes the next readable sample
+(samples that fail to decode while loading, in any worker process). ``dataset.skipped`` counts the
+skipped samples of a split; ``skipped_ids`` lists those found at indexing.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .audio import SpectrogramSettings, fit_shape, load_spectrogram
+from .base import DatasetSpec, MultimodalDataset, Splits
+from .images import AUGMENTATIONS, list_images, load_image
+
+log = logging.getLogger(__name__)
+
+ON_CORRUPT = ("skip", "error")
+AUDIO_FORMATS = ("pt", "wav")
+
+
+class CorruptSampleError(ValueError):
+    """A sample could not be read; the message names the dataset, the clip id and the file."""
+
+
+@dataclass(frozen=True)
+class AVLayout:
+    """Where a layout keeps its files, relative to the root."""
+
+    audio_dir: str
+    visual_dir: str
+    audio_format: str  # pt | wav
+
+    def __post_init__(self) -> None:
+        if self.audio_format not in AUDIO_FORMATS:
+            raise ValueError(f"unknown audio_format {self.audio_format!r}; valid choices: {', '.join(AUDIO_FORMATS)}")
+
+    def describe(self, root: Path | str = "<root>") -> str:
+        return (
+            f"{root}/{{train,test}}.csv (rows clip,label), optional stat.csv (class names), "
+            f"{root}/{self.audio_dir}/<clip>.{self.audio_format}, {root}/{self.visual_dir}/<clip>/<frame>.jpg"
+        )
+
+
+@dataclass(frozen=True)
+class Clip:
+    clip_id: str
+    label: int
+    audio: str
+    frames_dir: str
+    frames: tuple[str, ...]
+
+
+@dataclass
+class SkipCounter:
+    """Samples skipped at indexing (ids) plus samples that failed to decode while loading.
+
+    The load-time flags live in shared memory, so DataLoader worker processes update the count the
+    trainer reads in the main process.
+    """
+
+    size: int
+    indexed: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.flags = torch.zeros(max(self.size, 1), dtype=torch.uint8).share_memory_()
+
+    @property
+    def count(self) -> int:
+        return len(self.indexed) + int(self.flags.sum())
+
+
+class SkippingDataset(MultimodalDataset):
+    """A disk dataset whose samples may be corrupt: ``load`` reads one sample; ``__getitem__``
+    applies ``on_corrupt`` (error naming the sample, or skip to the next readable one and count it)."""
+
+    name: str
+    on_corrupt: str
+    counter: SkipCounter
+
+    def sample_id(self, index: int) -> str:
+        raise NotImplementedError
+
+    def load(self, index: int) -> tuple[dict[str, Tensor], int]:
+        raise NotImplementedError
+
+    @property
+    def skipped(self) -> int:
+        """How many samples of this split were skipped (at indexing and while loading)."""
+        return self.counter.count
+
+    @property
+    def skipped_ids(self) -> list[str]:
+        """The samples skipped at indexing (those skipped while loading are logged as they happen)."""
+        return list(self.counter.indexed)
+
+    def __getitem__(self, index: int) -> tuple[dict[str, Tensor], int]:
+        for attempt in range(len(self)):
+            i = (index + attempt) % len(self)
+            try:
+                return self.load(i)
+            except Exception as exc:  # any decoding failure is this sample's corruption
+                message = f"{self.name}: corrupt sample {self.sample_id(i)!r} ({type(exc).__name__}: {exc})"
+                message = message.replace("\n", " ")
+                if self.on_corrupt == "error":
+                    raise CorruptSampleError(message) from exc
+                if not self.counter.flags[i]:
+                    log.warning("%s; skipped", message)
+                self.counter.flags[i] = 1
+        raise CorruptSampleError(f"{self.name}: no sample of this split could be read")
+
+
+def read_rows(path: Path, expected: str) -> list[list[str]]:
+    """Non-empty CSV rows of ``path`` (UTF-8, BOM tolerated)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; expected layout: {expected}")
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            return [[c.strip() for c in row] for row in csv.reader(f) if row and any(c.strip() for c in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"{path}: unreadable ({exc}); expected layout: {expected}") from exc
+
+
+def class_names(root: Path, default: Sequence[str] | None, train_rows: list[list[str]], num_classes: int, name: str) -> list[str]:
+    """``stat.csv`` (sorted, as the reference), else ``default``, else the sorted train labels."""
+    stat = root / "stat.csv"
+    if stat.is_file():
+        classes = sorted({row[0] for row in read_rows(stat, "stat.csv: one class name per row")})
+        source = str(stat)
+    elif default:
+        classes, source = list(default), f"the default {name} classes"
+    else:
+        classes = sorted({row[1] for row in train_rows if len(row) > 1})
+        source = f"the labels of {root / 'train.csv'}"
+    if len(classes) != num_classes:
+        raise ValueError(f"{name}: {source} gives {len(classes)} classes, expected {num_classes}")
+    return classes
+
+
+def _label_index(label: str, classes: Sequence[str]) -> int | None:
+    if label in classes:
+        return classes.index(label)
+    if label.isdigit() and int(label) < len(classes):
+        return int(label)
+    return None
+
+
+class AVManifestDataset(SkippingDataset):
+    """One split of a manifest dataset; decoding happens in ``__getitem__`` (DataLoader workers)."""
+
+    def __init__(
+        self,
+        name: str,
+        clips: list[Clip],
+        skipped: list[str],
+        spec: DatasetSpec,
+        train: bool,
+        layout: AVLayout,
+        num_frames: int,
+        image_size: int,
+        spectrogram: SpectrogramSettings,
+        on_corrupt: str,
+        augment: str,
+    ) -> None:
+        self.name, self.clips, self.spec, self.train = name, clips, spec, train
+        self.layout, self.num_frames, self.image_size = layout, num_frames, image_size
+        self.spectrogram, self.on_corrupt, self.augment = spectrogram, on_corrupt, augment
+        self.counter = SkipCounter(len(clips), list(skipped))
+        self.audio_shape = tuple(spec.modalities["audio"])
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def sample_id(self, index: int) -> str:
+        return self.clips[index].clip_id
+
+    def frame_indices(self, count: int) -> list[int]:
+        """The reference's sampling: ``num_frames`` equal segments, random (train) or centre (eval)."""
+        seg = max(1, count // self.num_frames)
+        indices = []
+        for i in range(self.num_frames):
+            offset = int(torch.randint(0, seg, ())) if self.train else (seg - 1) // 2
+            indices.append(min(i * seg + offset, count - 1))
+        return indices
+
+    def load_audio(self, clip: Clip) -> Tensor:
+        if self.layout.audio_format == "wav":
+            return load_spectrogram(clip.audio, self.spectrogram)
+        x = torch.load(clip.audio, map_location="cpu", weights_only=True)
+        if not isinstance(x, Tensor):
+            raise ValueError(f"{clip.audio}: holds a {type(x).__name__}, not a tensor")
+        x = x.float()
+        if x.dim() == 2:
+            x = x.unsqueeze(0)
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{clip.audio}: non-finite values")
+        return fit_shape(x, self.audio_shape)
+
+    def load(self, index: int) -> tuple[dict[str, Tensor], int]:
+        clip = self.clips[index]
+        audio = self.load_audio(clip)
+        augment = self.augment if self.train else "none"
+        frames = [
+            load_image(os.path.join(clip.frames_dir, clip.frames[i]), self.image_size, augment)
+            for i in self.frame_indices(len(clip.frames))
+        ]
+        return {"audio": audio, "visual": torch.stack(frames)}, clip.label
+
+
+
+def _index_split(
+    name: str, root: Path, rows: list[list[str]], classes: Sequence[str], layout: AVLayout, on_corrupt: str, csv_path: Path
+) -> tuple[list[Clip], list[str]]:
+    """Check every row's label and files (cheap: no decoding); corrupt rows per ``on_corrupt``."""
+    audio_dir, visual_dir = root / layout.audio_dir, root / layout.visual_dir
+    clips: list[Clip] = []
+    skipped: list[str] = []
+    for row in rows:
+        clip_id = row[0]
+        problem = None
+        label = _label_index(row[1], classes) if len(row) > 1 else None
+        audio = audio_dir / f"{clip_id}.{layout.audio_format}"
+        frames_dir = visual_dir / clip_id
+        frames: list[str] = []
+        if len(row) < 2:
+            problem = f"row in {csv_path} has no label"
+        elif label is None:
+            problem = f"label {row[1]!r} is not one of the {len(classes)} classes"
+        elif not audio.is_file():
+            problem = f"missing audio file {audio}"
+        elif not frames_dir.is_dir():
+            problem = f"missing frame folder {frames_dir}"
+        else:
+            frames = list_images(frames_dir)
+            if not frames:
+                problem = f"no .jpg/.png frames in {frames_dir}"
+        if problem is not None:
+            message = f"{name}: corrupt sample {clip_id!r}: {problem}"
+            if on_corrupt == "error":
+                raise CorruptSampleError(message)
+            skipped.append(clip_id)
+            continue
+        assert label is not None
+        clips.append(Clip(clip_id, label, str(audio), str(frames_dir), tuple(frames)))
+    if skipped:
+        log.warning("%s: %s: skipped %d corrupt samples (first: %s)", name, csv_path.name, len(skipped), ", ".join(skipped[:5]))
+    return clips, skipped
+
+
+def _stratified_holdout(rows: list[list[str]], fraction: float, seed: int) -> tuple[list[list[str]], list[list[str]]]:
+    """Hold out ``fraction`` of the rows of each label (at least one where a label has two or more)."""
+    rng = np.random.default_rng(seed)
+    by_label: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        by_label.setdefault(row[1] if len(row) > 1 else "", []).append(i)
+    held: set[int] = set()
+    for label in sorted(by_label):
+        members = by_label[label]
+        count = int(round(fraction * len(members)))
+        if fraction > 0 and count == 0 and len(members) > 1:
+            count = 1
+        held.update(rng.permutation(members)[:count].tolist())
+    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+
+
+def _has_file_with(folder: Path, extension: str) -> bool:
+    if not folder.is_dir():
+        return False
+    with os.scandir(folder) as entries:
+        return any(e.name.endswith(extension) for e in entries)
+
+
+def resolve_layout(
+    name: str,
+    root: str | Path,
+    layouts: dict[str, AVLayout],
+    layout: str = "auto",
+    audio_dir: str | None = None,
+    visual_dir: str | None = None,
+) -> AVLayout:
+    """Pick a named layout (``auto``: the first whose audio folder holds files of its format),
+    with ``audio_dir`` / ``visual_dir`` overriding its folders."""
+    root = Path(root)
+    choices = ", ".join(["auto", *layouts])
+    if layout not in ("auto", *layouts):
+        raise ValueError(f"{name}: unknown layout {layout!r}; valid choices: {choices}")
+    described = "; or ".join(f"{k}: {v.describe(root)}" for k, v in layouts.items())
+    if not root.is_dir():
+        raise FileNotFoundError(f"{name}: dataset root {root} not found; expected layout {described}")
+    if layout == "auto":
+        found = [
+            k for k, v in layouts.items() if _has_file_with(root / (audio_dir or v.audio_dir), f".{v.audio_format}")
+        ]
+        if not found:
+            raise FileNotFoundError(f"{name}: no audio files under {root}; expected layout {described}")
+        layout = found[0]
+    chosen = layouts[layout]
+    return AVLayout(audio_dir or chosen.audio_dir, visual_dir or chosen.visual_dir, chosen.audio_format)
+
+
+def av_manifest_splits(
+    name: str,
+    root: str | Path,
+    layout: AVLayout,
+    num_classes: int,
+    classes: Sequence[str] | None = None,
+    num_frames: int = 2,
+    image_size: int = 224,
+    spectrogram: SpectrogramSettings | None = None,
+    audio_shape: Sequence[int] | None = None,
+    val_fraction: float = 0.1,
+    split_seed: int = 0,
+    on_corrupt: str = "skip",
+    augment: str = "crop_flip",
+) -> Splits:
+    """Index ``train.csv`` / ``val.csv`` / ``test.csv`` under ``root`` into train, val and test splits."""
+    if on_corrupt not in ON_CORRUPT:
+        raise ValueError(f"{name}: unknown on_corrupt {on_corrupt!r}; valid choices: {', '.join(ON_CORRUPT)}")
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"{name}: unknown augment {augment!r}; valid choices: {', '.join(AUGMENTATIONS)}")
+    if num_frames < 1 or image_size < 1:
+        raise ValueError(f"{name}: num_frames and image_size must be >= 1, got {num_frames}, {image_size}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"{name}: val_fraction must be in [0, 1), got {val_fraction}")
+    root = Path(root)
+    expected = layout.describe(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{name}: dataset root {root} not found; expected layout: {expected}")
+    for folder in (layout.audio_dir, layout.visual_dir):
+        if not (root / folder).is_dir():
+            raise FileNotFoundError(f"{name}: {root / folder} not found; expected layout: {expected}")
+    train_rows = read_rows(root / "train.csv", expected)
+    test_rows = read_rows(root / "test.csv", expected)
+    if (root / "val.csv").is_file():
+        val_rows = read_rows(root / "val.csv", expected)
+    else:
+        train_rows, val_rows = _stratified_holdout(train_rows, val_fraction, split_seed)
+    classes = class_names(root, classes, train_rows + val_rows, num_classes, name)
+    indexed = {
+        split: _index_split(name, root, rows, classes, layout, on_corrupt, root / f"{split}.csv")
+        for split, rows in (("train", train_rows), ("val", val_rows), ("test", test_rows))
+    }
+    if not indexed["train"][0]:
+        raise ValueError(f"{name}: no readable training clips under {root}; expected layout: {expected}")
+    spectrogram = spectrogram or SpectrogramSettings()
+    if audio_shape is not None:
+        shape = tuple(int(s) for s in audio_shape)
+        shape = (1, *shape) if len(shape) == 2 else shape
+    elif layout.audio_format == "wav":
+        shape = spectrogram.shape
+    else:
+        shape = _first_audio_shape(name, indexed["train"][0])
+    spec = DatasetSpec({"audio": shape, "visual": (num_frames, 3, image_size, image_size)}, num_classes)
+
+    def make(split: str, train: bool) -> AVManifestDataset:
+        clips, skipped = indexed[split]
+        return AVManifestDataset(
+            f"{name}/{split}", clips, skipped, spec, train, layout, num_frames, image_size, spectrogram, on_corrupt, augment
+        )
+
+    return Splits(train=make("train", True), val=make("val", False), test=make("test", False))
+
+
+def _first_audio_shape(name: str, clips: list[Clip]) -> tuple[int, ...]:
+    """The spectrogram shape of the first training clip that loads (all clips are fit to it)."""
+    for clip in clips[:20]:
+        try:
+            x = torch.load(clip.audio, map_location="cpu", weights_only=True)
+        except Exception:
+            continue
+        if isinstance(x, Tensor) and x.dim() in (2, 3):
+            return tuple((1, *x.shape) if x.dim() == 2 else x.shape)
+    raise CorruptSampleError(f"{name}: none of the first training spectrograms (.pt) could be read; set audio_shape")
+
+
+def write_example(
+    root: str | Path,
+    clips: dict[str, list[str]],
+    layout: AVLayout,
+    classes: Sequence[str] | None = None,
+    frames_per_clip: int = 3,
+    frame_size: tuple[int, int] = (24, 32),
+    spectrogram_shape: tuple[int, int] = (257, 188),
+    wav_rate: int = 16000,
+    wav_seconds: float = 0.5,
+    seed: int = 0,
+) -> None:
+    """Write a tiny dataset in the real layout: ``clips`` maps split -> ``clip_id`` whose label is
+    the text after the last ``@`` (e.g. ``"1001_DFA_ANG_XX@ANG"``). For tests and examples."""
+    from .audio import write_wav
+    from .images import write_image
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    if classes is not None:
+        with (root / "stat.csv").open("w", newline="") as f:
+            csv.writer(f).writerows([[c] for c in classes])
+    for split, entries in clips.items():
+        rows = []
+        for entry in entries:
+            clip_id, _, label = entry.rpartition("@")
+            rows.append([clip_id, label])
+            if layout.audio_format == "pt":
+                (root / layout.audio_dir).mkdir(parents=True, exist_ok=True)
+                torch.save(torch.from_numpy(rng.standard_normal(spectrogram_shape).astype(np.float32)),
+                           root / layout.audio_dir / f"{clip_id}.pt")
+            else:
+                t = np.arange(int(wav_rate * wav_seconds)) / wav_rate
+                tone = 0.3 * np.sin(2 * np.pi * (200 + 50 * len(label) + 100 * rng.random()) * t)
+                write_wav(root / layout.audio_dir / f"{clip_id}.wav", tone + 0.01 * rng.standard_normal(t.size), wav_rate)
+            for k in range(1, frames_per_clip + 1):
+                pixels = rng.integers(0, 256, size=(*frame_size, 3), dtype=np.uint8)
+                write_image(root / layout.visual_dir / clip_id / f"frame_{k:05d}.jpg", pixels)
+        with (root / f"{split}.csv").open("w", newline="") as f:
+            csv.writer(f).writerows(rows)
