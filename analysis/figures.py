@@ -46,9 +46,9 @@ def _steps_per_epoch(histories: Histories, runs: list[RunRecord], key: str) -> f
     return float(np.median(values)) if values else None
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path, tight: bool = False) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    fig.savefig(path, dpi=110, bbox_inches="tight" if tight else None)
     plt.close(fig)
     return path
 
@@ -139,7 +139,7 @@ def accuracy_bars_figure(table: Table, runset: RunSet, out: Path) -> Path | None
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(labels), 4))
     fig.suptitle(f"{dataset}: multimodal and unimodal test accuracy (mean ± std over seeds)")
-    return _save(fig, out / f"{dataset}_accuracy_bars.png")
+    return _save(fig, out / f"{dataset}_accuracy_bars.png", tight=True)
 
 
 def conflict_rate_figure(runset: RunSet, histories: Histories, dataset: str, out: Path) -> Path | None:

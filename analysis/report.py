@@ -197,7 +197,7 @@ def log_summary_run(client: MlflowClient, report: Report, experiments: list[str]
     return run_id
 
 
-MARKER = re.compile(r"(<!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(\n<!-- /report:(?P=name) -->)", re.S)
+MARKER = re.compile(r"(<!-- report:(?P<name>[\w-]+) -->)(?P<body>.*?)(<!-- /report:(?P=name) -->)", re.S)
 
 
 def fill_writeup(path: Path, sections: dict[str, str]) -> list[str]:
@@ -210,7 +210,7 @@ def fill_writeup(path: Path, sections: dict[str, str]) -> list[str]:
         if name not in sections:
             return match.group(0)
         filled.append(name)
-        return match.group(1) + sections[name].strip() + match.group(4)
+        return f"{match.group(1)}\n{sections[name].strip()}\n{match.group(4)}"
 
     path.write_text(MARKER.sub(replace, text))
     return filled
