@@ -66,11 +66,15 @@ def restart_count() -> int:
 def is_requeue_of(checkpoint: dict[str, Any] | None) -> bool:
     """Whether this process is a requeued run of the job that wrote ``checkpoint``.
 
-    A requeue (preemption, time limit through submitit's checkpointing, ``scontrol requeue``,
-    submitit-local's restart on timeout) keeps the job id: the checkpoint's job equals ours.
-    A new job with the same overrides has another id, and so starts over.
+    A requeue (preemption, a time limit through submitit's checkpointing, ``scontrol requeue``)
+    keeps the job id, and Slurm counts it in ``$SLURM_RESTART_COUNT``; submitit's local
+    executor restarts a timed-out job under the same id. A new job with the same overrides has
+    another id, and so starts over; so does a second run inside one Slurm allocation that was
+    never requeued.
     """
     if checkpoint is None:
         return False
     job = current_job()
-    return job is not None and checkpoint.get("job") == job
+    if job is None or checkpoint.get("job") != job:
+        return False
+    return restart_count() > 0 if os.environ.get("SLURM_JOB_ID") else True
