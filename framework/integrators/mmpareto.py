@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import Integrator, TensorLists, combine, cosine_from_gram, record, robust_norms
+from .base import Integrator, TensorLists, accumulate, cosine_from_gram, record, robust_norms
 from .min_norm import min_norm_weights, two_vector_weight
 from .registry import register
 
@@ -61,22 +61,26 @@ class MMPareto(Integrator):
     def integrate(self, grads: TensorLists, grams: Tensor, inplace: bool = False) -> list[Tensor]:
         k = len(grads)
         weights = mmpareto_weights(grams.sum(0))
-        h = combine(grads, k * weights, inplace)
-        h_norms = robust_norms(h)
+        # h = factor * base: one fused pass forms base; |h_p| is measured on it; the final
+        # per-tensor scale and the factor go in one multiplication pass.
+        base, factor = accumulate(grads, k * weights, inplace)
+        tensor_h = robust_norms(base) * abs(factor)
+        h_norms = tensor_h
         grad_scale = grams.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt().amax(1)
         u_norms = grams.sum(dim=(1, 2)).clamp_min(0).sqrt()
         if self.rescale == "group":
             h_norms = h_norms.square().sum().sqrt().reshape(1)
             u_norms = u_norms.square().sum().sqrt().reshape(1)
             grad_scale = grad_scale.amax().reshape(1)
-        nonzero = h_norms > 16 * torch.finfo(_working_dtype(h[0])).eps * grad_scale
+        nonzero = h_norms > 16 * torch.finfo(_working_dtype(base[0])).eps * grad_scale
         ratio = torch.where(nonzero, u_norms / torch.where(nonzero, h_norms, 1.0), 0.0)
         scales = torch.where(nonzero, self.gamma * ratio.clamp_min(1.0), 0.0)
         if self.rescale == "group":
-            scales = scales.expand(len(h))
-        torch._foreach_mul_(h, scales.tolist())
-        self.last = record(grams, weights, h)
-        return h
+            scales = scales.expand(len(base))
+        torch._foreach_mul_(base, (scales * factor).tolist())
+        update_norm = float((scales * tensor_h).square().sum().sqrt())
+        self.last = record(grams, weights, base, update_norm=update_norm)
+        return base
 
     def hparams(self) -> dict[str, Any]:
         return {"gamma": self.gamma, "rescale": self.rescale}
