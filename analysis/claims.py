@@ -177,9 +177,15 @@ class ClaimChecker:
             compare(1, "vs the magnitude control, last epoch", m, _acc(self.runs(m), MULTIMODAL, "last"), mag,
                     _acc(self.runs(mag), MULTIMODAL, "last"), primary=False),
         ]  # fmt: skip
-        verdict = _overall(comps)
-        if comps[0].verdict == HELD and comps[1].verdict != HELD:
+        against_sum, against_control = comps[0].verdict, comps[1].verdict
+        if against_sum != HELD or against_control == HELD:
+            verdict = against_sum
+        elif against_control == NOT_MEASURED:
+            verdict = f"held against {SUM}; the control {mag} was not run"
+        elif against_control == NOT_HELD:
             verdict = f"not held against the control: beats {SUM}, but not {mag}"
+        else:
+            verdict = f"not established against the control: beats {SUM}, within seed noise of {mag}"
         return self.result(1, "MMPareto beats the uniform sum on multimodal accuracy", comps, verdict=verdict)
 
     def claim2(self) -> ClaimResult:
@@ -221,7 +227,7 @@ class ClaimChecker:
                         ratio = [x / y for x, y in zip(mm, un) if y and not (math.isnan(x) or math.isnan(y))]
                         comp.note += f"; ratio multimodal/unimodal {np.mean(ratio):.3f}" if ratio else ""
                     comps.append(comp)
-        notes = [f"measured on {name} ({len(runs)} runs), averaged over epochs (norm, spread) or probes (tr Cov)"]
+        notes = [f"measured on {name} ({_runs(len(runs))}), averaged over epochs (norm, spread) or probes (tr Cov)"]
         return self.result(3, "The multimodal gradient is smaller and less noisy than the unimodal one", comps, notes)
 
     def conflict_rates(self, runs: Sequence[RunRecord], group: str) -> dict[str, list[float]]:
@@ -242,7 +248,7 @@ class ClaimChecker:
     def claim4(self) -> ClaimResult:
         name, runs = self.reference_runs()
         comps: list[Comparison] = []
-        notes = [f"measured on {name} ({len(runs)} runs); early = first third of training steps, late = last third"]
+        notes = [f"measured on {name} ({_runs(len(runs))}); early = first third of training steps, late = last third"]
         for group in sorted({g for r in runs for g in r.groups()}):
             rates = self.conflict_rates(runs, group)
             comp = compare_paired(4, f"{group}: conflict rate (%) early vs late", "early", rates["early"], "late", rates["late"])
@@ -260,7 +266,7 @@ class ClaimChecker:
             e, l_, a = mean_std(rates["early"]), mean_std(rates["late"]), mean_std(rates["all"])
             notes.append(
                 f"MMPareto's conflict branch fired on {group} in {e[0]:.1f}% of steps early, {l_[0]:.1f}% late, "
-                f"{a[0]:.1f}% overall (mean over {a[2]} runs)"
+                f"{a[0]:.1f}% overall (mean over {_runs(a[2])})"
             )
         return self.result(4, "Conflicts (negative cosine) occur mostly early in training", comps, notes)
 
@@ -334,3 +340,7 @@ def claim_checks(runset: RunSet, histories: Histories, magnitude_control: str = 
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")
+
+
+def _runs(n: int) -> str:
+    return f"{n} run" + ("" if n == 1 else "s")

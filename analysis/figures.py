@@ -1,7 +1,8 @@
 """Figures (PNG, matplotlib Agg), one set per dataset, one line or bar per table row.
 
 - ``<dataset>_cosine.png``: cos(g_multimodal, g_modality) over training per encoder (Fig. 1(a))
-- ``<dataset>_grad_norm_hist.png``: per-batch gradient norms, multimodal vs unimodal (Fig. 1(d))
+- ``<dataset>_grad_norm_hist.png``: per-batch gradient norms in the last epoch, multimodal vs
+  unimodal (Fig. 1(d))
 - ``<dataset>_accuracy_bars.png``: test accuracy per head and integrator (Fig. 1(c))
 - ``<dataset>_conflict_rate.png``: conflict rate per epoch and encoder
 - ``<dataset>_cov_trace.png``: gradient covariance trace over training (when logged)
@@ -19,6 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -82,6 +84,16 @@ def cosine_figure(runset: RunSet, histories: Histories, dataset: str, out: Path)
     return _save(fig, out / f"{dataset}_cosine.png")
 
 
+def _last_epoch(histories: Histories, run: RunRecord, key: str) -> np.ndarray:
+    """Values of a step-level metric in the run's last epoch (all of them if epochs are unknown):
+    the model changes least there, closest to the paper's fixed encoder."""
+    frame = histories.get(run, key)
+    per_epoch = histories.steps_per_epoch(run, key)
+    if per_epoch and run.epochs:
+        frame = frame[frame["step"] >= per_epoch * (run.epochs - 1)]
+    return frame["value"].to_numpy()
+
+
 def norm_histogram_figure(runset: RunSet, histories: Histories, dataset: str, out: Path) -> Path | None:
     rows = runset.rows(dataset)
     groups = sorted({g for r in runset.in_dataset(dataset) for g, ls in r.norm_groups().items() if len(ls) > 1})
@@ -94,10 +106,8 @@ def norm_histogram_figure(runset: RunSet, histories: Histories, dataset: str, ou
             ax = axes[i][j]
             runs = rows[row]
             losses = sorted({loss for r in runs for loss in r.norm_groups().get(group, [])}, key=lambda n: (n != MULTIMODAL, n))
-            values = {
-                loss: np.concatenate([histories.get(r, f"grad/{group}/norm/{loss}")["value"].to_numpy() for r in runs])
-                for loss in losses
-            }
+            values = {loss: np.concatenate([_last_epoch(histories, r, f"grad/{group}/norm/{loss}") for r in runs])
+                      for loss in losses}  # fmt: skip
             pooled = np.concatenate([v[np.isfinite(v) & (v > 0)] for v in values.values()]) if values else np.array([])
             if pooled.size == 0:
                 ax.set_axis_off()
@@ -108,10 +118,11 @@ def norm_histogram_figure(runset: RunSet, histories: Histories, dataset: str, ou
                 name = "multimodal" if loss == MULTIMODAL else f"unimodal ({loss})"
                 ax.hist(v, bins=bins, alpha=0.55, label=f"{name}: {v.mean():.3g} ± {v.std():.3g}")
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_title(f"{runset.row_name(dataset, row)}\n{group}", fontsize=8)
             ax.set_xlabel("|g| per batch")
             ax.legend(fontsize=6)
-    fig.suptitle(f"{dataset}: per-batch gradient norms per encoder\n(all steps and seeds; legend: mean ± std)")
+    fig.suptitle(f"{dataset}: per-batch gradient norms per encoder\n(steps of the last epoch, all seeds; legend: mean ± std)")
     return _save(fig, out / f"{dataset}_grad_norm_hist.png")
 
 
@@ -166,14 +177,31 @@ def conflict_rate_figure(runset: RunSet, histories: Histories, dataset: str, out
     return _save(fig, out / f"{dataset}_conflict_rate.png")
 
 
+def dataset_steps_per_epoch(runset: RunSet, histories: Histories, dataset: str) -> float | None:
+    """Steps per epoch from any run of the dataset with a step-level metric (one-joint-loss runs
+    log none but the covariance traces); the median over such runs."""
+    values = []
+    for run in runset.in_dataset(dataset):
+        for group, losses in run.norm_groups().items():
+            value = histories.steps_per_epoch(run, f"grad/{group}/norm/{losses[0]}")
+            if value:
+                values.append(value)
+            break
+    return float(np.median(values)) if values else None
+
+
 def cov_trace_figure(runset: RunSet, histories: Histories, dataset: str, out: Path) -> Path | None:
+    from matplotlib.lines import Line2D
+
     rows = runset.rows(dataset)
     keys = sorted({k for r in runset.in_dataset(dataset) for k in r.metrics if k.startswith("grad/") and "/cov_trace/" in k})
     if not keys:
         return None
     groups = sorted({k.split("/cov_trace/")[0][len("grad/"):] for k in keys})
     palette = colors(runset, dataset)
+    fallback = dataset_steps_per_epoch(runset, histories, dataset)
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), squeeze=False)
+    shown: list[tuple[str, ...]] = []
     for ax, group in zip(axes[0], groups):
         for row, runs in rows.items():
             for key in [k for k in keys if k.startswith(f"grad/{group}/cov_trace/")]:
@@ -182,15 +210,19 @@ def cov_trace_figure(runset: RunSet, histories: Histories, dataset: str, out: Pa
                 if not having:
                     continue
                 series = _mean_series([histories.get(r, key) for r in having])
-                per_epoch = _steps_per_epoch(histories, having, f"grad/{group}/norm/{MULTIMODAL}")
+                per_epoch = _steps_per_epoch(histories, having, f"grad/{group}/norm/{MULTIMODAL}") or fallback
                 x = series.index.to_numpy() / per_epoch if per_epoch else series.index.to_numpy()
-                style = "-" if loss == MULTIMODAL else "--"
-                ax.plot(x, series.to_numpy(), ls=style, color=palette[row], lw=1.2,
-                        label=f"{runset.row_name(dataset, row)}: {loss}")  # fmt: skip
+                ax.plot(x, series.to_numpy(), ls="-" if loss == MULTIMODAL else "--", color=palette[row], lw=1.2,
+                        marker=".", ms=3)  # fmt: skip
+                if row not in shown:
+                    shown.append(row)
         ax.set_yscale("log")
-        ax.set_title(f"{group}: tr Cov of per-sample gradients (solid: multimodal)")
-        ax.set_xlabel("epoch")
+        ax.set_title(f"{group}: tr Cov of per-sample gradients", fontsize=10)
+        ax.set_xlabel("epoch" if fallback else "step")
         ax.set_ylabel("covariance trace")
-        ax.legend(fontsize=6)
-    fig.suptitle(f"{dataset}: gradient noise over training (mean over seeds)")
-    return _save(fig, out / f"{dataset}_cov_trace.png")
+    handles = [Line2D([], [], color=palette[row], lw=2, label=runset.row_name(dataset, row)) for row in shown]
+    handles += [Line2D([], [], color="gray", ls="-", label="multimodal loss"),
+                Line2D([], [], color="gray", ls="--", label="unimodal loss")]  # fmt: skip
+    fig.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 5))
+    fig.suptitle(f"{dataset}: gradient noise on a fixed probe batch over training (mean over seeds)")
+    return _save(fig, out / f"{dataset}_cov_trace.png", tight=True)

@@ -119,9 +119,18 @@ class RunSet:
     aliases: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     """Dataset -> swept parameter -> other parameters that vary exactly with it (not shown)."""
 
+    experiments: list[str] = field(default_factory=list)
+    """The experiments read, in the order asked for."""
+
     @property
     def datasets(self) -> list[str]:
-        return sorted({r.dataset for r in self.runs})
+        """Datasets in the order of the experiments asked for, then by name."""
+        order = {name: i for i, name in enumerate(self.experiments)}
+        first: dict[str, tuple] = {}
+        for r in self.runs:
+            key = (order.get(r.experiment, len(order)), r.dataset)
+            first[r.dataset] = min(first.get(r.dataset, key), key)
+        return sorted(first, key=first.get)
 
     def in_dataset(self, dataset: str) -> list[RunRecord]:
         return [r for r in self.runs if r.dataset == dataset]
@@ -290,7 +299,7 @@ def load_runs(
     swept, aliases = {}, {}
     for dataset in sorted({r.dataset for r in counted}):
         swept[dataset], aliases[dataset] = swept_params([r for r in counted if r.dataset == dataset])
-    runset = RunSet(counted, excluded, swept, aliases)
+    runset = RunSet(counted, excluded, swept, aliases, list(experiments))
 
     # The same row and seed twice (a rerun): keep the newest, list the others.
     latest: dict[tuple, RunRecord] = {}
