@@ -89,11 +89,14 @@ def test_checkpoint_interval_is_configurable(compose_cfg, monkeypatch):
 
     monkeypatch.setattr(trainer_module, "save_checkpoint", record)
     cfg = compose_cfg("experiment=smoke", "trainer.epochs=5", "trainer.checkpoint_every=2")
-    train(cfg)
+    results = train(cfg)
     assert saved == [0, 2, 4, 5]  # the start, every 2 epochs, the end
     state = ckpt.load_checkpoint(Path(cfg.checkpoint.dir) / "checkpoint.pt")
     assert state is not None and state["state"]["epoch"] == 5
     assert set(state) >= {"model", "optimizer", "scheduler", "integrator", "rng", "shuffle", "state", "run_id"}
+    # resuming a finished run returns its results at once, in the same run
+    assert train(compose_cfg("experiment=smoke", "trainer.epochs=5", "trainer.checkpoint_every=2", "resume=true")) == results
+    assert saved == [0, 2, 4, 5]
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):

@@ -1,0 +1,135 @@
+"""Sweeps from sweeps/, the submitit_local launcher, and a server-backed MLflow store."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf, open_dict
+
+ROOT = Path(__file__).resolve().parents[2]
+SWEEPS = ROOT / "sweeps"
+
+
+def run_cli(*args: str, tmp_path: Path, tracking_uri: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking_uri or f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "FRAMEWORK_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "framework.main", *args, f"hydra.sweep.dir={tmp_path}/multi"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )
+
+
+def all_runs(uri: str):
+    client = MlflowClient(uri)
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in SWEEPS.glob("*.yaml")))
+def test_every_sweep_definition_composes(name, tracking_uri):
+    """Each sweeps/<name>.yaml is a primary config over conf/train.yaml, as `-cd sweeps -cn <name>` loads it."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(SWEEPS), version_base=None):
+            cfg = compose(
+                config_name=name,
+                overrides=[f"hydra.searchpath=[file://{ROOT / 'conf'}]"],
+                return_hydra_config=True,
+            )
+        HydraConfig.instance().set_config(cfg)
+        assert cfg.hydra.sweeper.params, f"{name}: a sweep defines hydra.sweeper.params"
+        with open_dict(cfg):
+            del cfg.hydra
+        job = OmegaConf.to_container(cfg, resolve=True)
+        assert job["tracking"]["tags"]["sweep"] == name, f"{name}: tag its runs with tracking.tags.sweep"
+        assert job["integrator"]["name"] and job["trainer"]["epochs"] > 0
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def test_every_sweep_has_its_command_in_the_readme():
+    readme = (SWEEPS / "README.md").read_text()
+    for path in SWEEPS.glob("*.yaml"):
+        command = f"-cd sweeps -cn {path.stem}"
+        assert command in readme, f"sweeps/README.md lacks `{command}`"
+        assert command in path.read_text(), f"{path.name}: its header says how to run it"
+
+
+def test_comparison_sweep_is_every_integrator_plus_one_joint_times_three_seeds(tmp_path):
+    params = OmegaConf.load(SWEEPS / "compare.yaml").hydra.sweeper.params
+    methods = params.method.split(",")
+    assert methods == ["sum", "pcgrad", "mgda", "mmpareto", "one_joint"]
+    assert {p.stem for p in (ROOT / "conf" / "integrator").glob("*.yaml")} <= set(methods)
+    assert params.seed.split(",") == ["0", "1", "2"]
+
+    # the sweep as the README runs it, one seed of it here (`seed=0` overrides the definition's seeds)
+    result = run_cli("-m", "-cd", "sweeps", "-cn", "compare", "experiment=smoke", "trainer.epochs=1", "seed=0", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    runs = all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert sorted(r.info.run_name for r in runs) == sorted(f"{m}-seed0" for m in methods)
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert {r.data.tags["sweep"] for r in runs} == {"compare"}
+    by_name = {r.info.run_name: r for r in runs}
+    assert by_name["one_joint-seed0"].data.params["loss.detach_unimodal"] == "True"
+    assert by_name["mgda-seed0"].data.params["loss.detach_unimodal"] == "False"
+    assert by_name["mgda-seed0"].data.params["integrator.name"] == "mgda"
+
+
+@pytest.mark.slow
+def test_submitit_local_jobs_run_at_once_into_a_fresh_embedded_store(tmp_path):
+    # two processes creating the same new sqlite file race on its tables: the run creation retries
+    result = run_cli("-m", "hydra/launcher=submitit_local", "experiment=smoke", "integrator=sum,mmpareto", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    runs = all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert sorted((r.info.run_name, r.info.status) for r in runs) == [("mmpareto-seed0", "FINISHED"), ("sum-seed0", "FINISHED")]
+    folders = list((tmp_path / "multi" / ".submitit").iterdir())
+    assert len(folders) == 1, "one fresh submitit folder per sweep"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """scripts/mlflow_server.sh on a free port, over a fresh sqlite backend; stopped afterwards."""
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_STATE": str(tmp_path / "mlflow-server")}
+    backend = tmp_path / "server.db"
+    args = ["--backend-store-uri", f"sqlite:///{backend}", "--artifacts-destination", str(tmp_path / "artifacts")]
+    started = subprocess.run(
+        ["bash", "scripts/mlflow_server.sh", *args, "--port", str(port)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert started.returncode == 0, started.stderr
+    uri = started.stdout.strip().splitlines()[-1].removeprefix("export MLFLOW_TRACKING_URI=")
+    assert uri == f"http://127.0.0.1:{port}"
+    yield uri, backend, tmp_path / "artifacts"
+    subprocess.run(["bash", "scripts/mlflow_server.sh", "--stop", "--port", str(port)], cwd=ROOT, env=env, timeout=60)
+
+
+@pytest.mark.slow
+def test_runs_land_in_a_server_backed_store(mlflow_server, tmp_path):
+    uri, backend, artifacts = mlflow_server
+    result = run_cli("-m", "experiment=smoke", "trainer.epochs=1", "seed=0,1", tmp_path=tmp_path, tracking_uri=uri)
+    assert result.returncode == 0, result.stderr
+    through_server = all_runs(uri)
+    in_backend = all_runs(f"sqlite:///{backend}")  # what the server wrote
+    assert sorted(r.info.run_name for r in through_server) == ["mmpareto-seed0", "mmpareto-seed1"]
+    assert {r.info.run_id for r in in_backend} == {r.info.run_id for r in through_server}
+    assert {r.info.status for r in in_backend} == {"FINISHED"}
+    assert not (tmp_path / "mlflow.db").exists(), "nothing wrote to the embedded store"
+    assert len(list(artifacts.rglob("config.yaml"))) == 2, "artifacts go through the server to its destination"
