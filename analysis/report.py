@@ -72,7 +72,7 @@ class Report:
         return {
             "runs": self.runs_markdown(),
             "accuracy": accuracy,
-            "claims": self.claims_md.strip(),
+            "claims": re.sub(r"^(#+) ", r"#\1 ", self.claims_md.strip(), flags=re.M),  # under the doc's own H2
             "conflicts": conflicts or "_no conflict statistics logged_",
             "noise": noise or "_no gradient-norm statistics logged_",
             "figures": "\n".join(figs).strip() or "_no figures_",
@@ -106,7 +106,7 @@ class Report:
                 f"# {title}",
                 "## Runs\n\n" + s["runs"],
                 "## Test accuracy\n\n" + s["accuracy"],
-                s["claims"],
+                self.claims_md.strip(),
                 "## Conflict rate, early and late\n\n" + s["conflicts"],
                 "## Gradient size and noise\n\n" + s["noise"],
                 "## Figures\n\n" + s["figures"],
