@@ -1,0 +1,99 @@
+"""Sweeps on a real Slurm cluster through hydra/launcher=submitit_slurm, into an MLflow server."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+
+def experiment_runs(uri: str, tmp_path: Path, name: str = "smoke"):
+    """The runs of this test (the server is shared by the session): tagged with its sweep dir."""
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(name)
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], f"tags.test = '{tmp_path.name}'")
+    return client, runs
+
+
+def test_two_by_two_sweep_lands_four_finished_runs(sweep, mlflow_server, tmp_path, record_property, capsys):
+    uri, backend = mlflow_server
+    result, wall = sweep.run("experiment=smoke", "integrator=sum,mmpareto", "seed=0,1", f"+tracking.tags.test={tmp_path.name}")
+    assert result.returncode == 0, result.stderr + sweep.logs()
+    client, runs = experiment_runs(uri, tmp_path)
+    assert sorted(r.info.run_name for r in runs) == ["mmpareto-seed0", "mmpareto-seed1", "sum-seed0", "sum-seed1"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert all(0.0 <= r.data.metrics["best/test/acc/multimodal"] <= 1.0 for r in runs)
+    # the jobs wrote through the server (MLFLOW_TRACKING_URI inherited), into its backend
+    assert {r.info.run_id for r in runs} <= {r.info.run_id for r in MlflowClient(f"sqlite:///{backend}").search_runs(
+        [client.get_experiment_by_name("smoke").experiment_id])}
+    assert "export MLFLOW_TRACKING_URI" in next((tmp_path / "multi").rglob("*_submission.sh")).read_text()
+    record_property("slurm_2x2_sweep_wall_s", round(wall, 1))
+    with capsys.disabled():
+        print(f"\n[slurm] 2x2 submitit_slurm sweep (4 jobs, 2 at a time on 2 CPUs): {wall:.1f} s wall")
+
+
+def test_a_job_failing_on_a_bad_value_leaves_the_others_finished(sweep, mlflow_server, tmp_path):
+    uri, _ = mlflow_server
+    result, _ = sweep.run("experiment=smoke", "integrator.gamma=1.5,-1,3", f"+tracking.tags.test={tmp_path.name}")
+    assert result.returncode != 0, "a failed job fails the sweep (after all jobs ran)"
+    assert "gamma must be > 0" in result.stderr
+    _, runs = experiment_runs(uri, tmp_path)
+    status = {r.data.params["integrator.gamma"]: r for r in runs}
+    assert sorted(status) == ["-1", "1.5", "3"]
+    assert status["1.5"].info.status == "FINISHED" and status["3"].info.status == "FINISHED"
+    failed = status["-1"]
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags["error"] == "ValueError: mmpareto: gamma must be > 0, got -1"
+
+
+def wait_for_checkpoint(folder: Path, epoch: int, process: subprocess.Popen, timeout: float) -> dict:
+    """The job's checkpoint (``<folder>/<override dirname>/checkpoint.pt``) once it has ``epoch``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read() if process.stdout else "sweep ended"
+        for path in folder.glob("*/checkpoint.pt"):
+            try:
+                state = torch.load(path, weights_only=False)
+                if state["state"]["epoch"] >= epoch:
+                    return state
+            except Exception:  # noqa: BLE001
+                pass
+        time.sleep(0.2)
+    raise AssertionError(f"no checkpoint of epoch {epoch} within {timeout} s")
+
+
+def test_preempted_job_is_requeued_and_resumes_into_the_same_run(sweep, mlflow_server, tmp_path):
+    uri, _ = mlflow_server
+    epochs = 8
+    overrides = ["experiment=smoke", f"trainer.epochs={epochs}", "dataset.train_size=4096"]
+    process = sweep.start(*overrides, f"+tracking.tags.test={tmp_path.name}")
+    try:
+        before = wait_for_checkpoint(tmp_path / "checkpoints" / "smoke", 2, process, timeout=600)
+        (job,) = sweep.job_ids()
+        # preemption as submitit.SlurmJob._interrupt() does it: SIGTERM, then the USR2 that
+        # submitit handles: checkpoint the launcher's call, `scontrol requeue`, exit
+        for signal in ("TERM", "USR2"):
+            subprocess.run(["scancel", f"--signal={signal}", job], check=True)
+        output, _ = process.communicate(timeout=900)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    logs = sweep.logs()
+    assert process.returncode == 0, output + logs
+    assert "this job is preempted" in logs and f"Requeued job {job}" in logs
+    states = subprocess.run(["sacct", "-n", "-X", "-D", "-j", job, "-o", "State"], capture_output=True, text=True).stdout
+    assert "REQUEUED" in states.split() and "COMPLETED" in states.split(), states
+
+    client, (run,) = experiment_runs(uri, tmp_path)  # one run: the requeued job continued it
+    assert run.info.run_id == before["run_id"]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["slurm_restart_count"] == "1" and int(run.data.tags["resumed_from_epoch"]) >= 2
+    epochs_logged = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val/acc/multimodal"))
+    assert epochs_logged == list(range(epochs)), "each epoch once: metrics continue where the checkpoint was"
