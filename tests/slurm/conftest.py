@@ -1,7 +1,8 @@
 """A real Slurm cluster on localhost (scripts/slurm_up.sh), and sweeps submitted to it.
 
 The cluster starts once per session. Where it cannot (exit code 3: not root, no apt-get, ...)
-every test here skips with the script's reason; any other failure fails them.
+every test here skips with the script's reason, unless FRAMEWORK_REQUIRE_SLURM=1 (CI), which
+makes that a failure; any other failure of the script fails them.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def slurm() -> Iterator[str]:
         pytest.fail("scripts/slurm_up.sh did not finish in 600 s")
     if result.returncode == 3:
         reason = (result.stderr.strip().splitlines() or ["cannot start here"])[-1]
+        if os.environ.get("FRAMEWORK_REQUIRE_SLURM") == "1":  # CI: the Slurm tests must run
+            pytest.fail(f"FRAMEWORK_REQUIRE_SLURM=1 but the local Slurm cluster cannot start: {reason}")
         print(f"\nSlurm tests skipped: {reason}", file=sys.stderr)
         pytest.skip(f"local Slurm cluster cannot start: {reason}")
     if result.returncode != 0:

@@ -41,7 +41,15 @@ def test_two_by_two_sweep_lands_four_finished_runs(sweep, mlflow_server, tmp_pat
 
 def test_a_job_failing_on_a_bad_value_leaves_the_others_finished(sweep, mlflow_server, tmp_path):
     uri, _ = mlflow_server
-    result, _ = sweep.run("experiment=smoke", "integrator.gamma=1.5,-1,3", f"+tracking.tags.test={tmp_path.name}")
+    result, _ = sweep.run(
+        "experiment=smoke", "integrator.gamma=1.5,-1,3", f"+tracking.tags.test={tmp_path.name}",
+        # the launcher's options reach sbatch
+        "hydra.launcher.partition=debug", "hydra.launcher.timeout_min=30", "hydra.launcher.array_parallelism=2",
+        "hydra.launcher.additional_parameters={comment: from-additional-parameters}",
+    )
+    script = next((tmp_path / "multi").rglob("*_submission.sh")).read_text()
+    for line in ("--partition=debug", "--time=30", "--array=0-2%2", "--comment=from-additional-parameters"):
+        assert f"#SBATCH {line}" in script, script
     assert result.returncode != 0, "a failed job fails the sweep (after all jobs ran)"
     assert "gamma must be > 0" in result.stderr
     _, runs = experiment_runs(uri, tmp_path)
@@ -94,6 +102,40 @@ def test_preempted_job_is_requeued_and_resumes_into_the_same_run(sweep, mlflow_s
     client, (run,) = experiment_runs(uri, tmp_path)  # one run: the requeued job continued it
     assert run.info.run_id == before["run_id"]
     assert run.info.status == "FINISHED"
-    assert run.data.tags["slurm_restart_count"] == "1" and int(run.data.tags["resumed_from_epoch"]) >= 2
+    assert int(run.data.tags["slurm_restart_count"]) >= 1 and int(run.data.tags["resumed_from_epoch"]) >= 2
     epochs_logged = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val/acc/multimodal"))
     assert epochs_logged == list(range(epochs)), "each epoch once: metrics continue where the checkpoint was"
+
+
+def test_job_preempted_by_a_higher_priority_partition_resumes_into_the_same_run(sweep, mlflow_server, tmp_path):
+    """Slurm's own preemption (PreemptMode=REQUEUE): SIGTERM, then SIGKILL, no USR2 and no
+    submitit checkpoint. The requeued job (SLURM_RESTART_COUNT=1, same job id) resumes."""
+    uri, _ = mlflow_server
+    epochs = 8
+    process = sweep.start("experiment=smoke", f"trainer.epochs={epochs}", "dataset.train_size=4096",
+                          f"+tracking.tags.test={tmp_path.name}")
+    urgent = None
+    try:
+        before = wait_for_checkpoint(tmp_path / "checkpoints" / "smoke", 2, process, timeout=600)
+        (job,) = sweep.job_ids()
+        # the whole node in the `urgent` partition (PriorityTier 10) preempts the debug job
+        submitted = subprocess.run(
+            ["sbatch", "--parsable", "-p", "urgent", "-c", "2", "--mem=500M", "-J", f"{sweep.name}-urgent", "--wrap", "sleep 1"],
+            capture_output=True, text=True, check=True,
+        )
+        urgent = submitted.stdout.strip().split(";")[0]
+        output, _ = process.communicate(timeout=900)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        if urgent:
+            subprocess.run(["scancel", urgent], check=False)
+    assert process.returncode == 0, output + sweep.logs()
+    states = subprocess.run(["sacct", "-n", "-X", "-D", "-j", job, "-o", "State"], capture_output=True, text=True).stdout
+    assert "PREEMPTED" in states.split() and "COMPLETED" in states.split(), states
+
+    client, (run,) = experiment_runs(uri, tmp_path)
+    assert run.info.run_id == before["run_id"] and run.info.status == "FINISHED"
+    assert int(run.data.tags["slurm_restart_count"]) >= 1 and int(run.data.tags["resumed_from_epoch"]) >= 2
+    epochs_logged = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val/acc/multimodal"))
+    assert epochs_logged == list(range(epochs))
