@@ -120,7 +120,8 @@ def test_job_preempted_by_a_higher_priority_partition_resumes_into_the_same_run(
         (job,) = sweep.job_ids()
         # the whole node in the `urgent` partition (PriorityTier 10) preempts the debug job
         submitted = subprocess.run(
-            ["sbatch", "--parsable", "-p", "urgent", "-c", "2", "--mem=500M", "-J", f"{sweep.name}-urgent", "--wrap", "sleep 1"],
+            ["sbatch", "--parsable", "-p", "urgent", "-c", "2", "--mem=500M", "-J", f"{sweep.name}-urgent",
+             f"--output={tmp_path}/urgent.out", "--wrap", "sleep 1"],
             capture_output=True, text=True, check=True,
         )
         urgent = submitted.stdout.strip().split(";")[0]
