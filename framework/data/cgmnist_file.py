@@ -63,7 +63,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     expected = int(np.prod(dims)) * dtype.itemsize
     if len(data) - offset != expected:
         raise ValueError(f"{path}: IDX header says {dims} ({expected} bytes) but the file has {len(data) - offset}")
-    return np.frombuffer(data, dtype=dtype, offset=offset).reshape(dims)
+    return np.frombuffer(data, dtype=dtype, offset=offset).reshape(dims).copy()
 
 
 def write_idx(path: str | Path, array: np.ndarray) -> None:

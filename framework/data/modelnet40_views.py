@@ -10,7 +10,8 @@ each modality to a view index; the default ``{front: 0, rear: 6}`` are the paper
 views. There are 40 classes (the folder names must be among :data:`CLASSES`). An object without
 ``views_per_object`` views is corrupt: skipped and counted, or an error (``on_corrupt``). Training
 images get a random horizontal flip (``augment``), evaluation images none. The validation split is
-held out of the training objects, per class.
+held out of the training objects, per class (at least one object of
+every class that has two or more).
 """
 
 from __future__ import annotations
@@ -144,6 +145,8 @@ def modelnet40_views_splits(
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
         count = int(round(val_fraction * len(members)))
+        if val_fraction > 0 and count == 0 and len(members) > 1:
+            count = 1
         held.update(rng.permutation(members)[:count].tolist())
     spec = DatasetSpec({m: (3, image_size, image_size) for m in views}, num_classes=len(CLASSES))
 
