@@ -41,16 +41,17 @@ class _Moments:
         self.m2 = 0.0
 
     def add(self, samples: Tensor) -> None:
+        """Merge a ``(c, n)`` chunk (consumed: centred in place), then the exact pairwise merge rule."""
         c = samples.shape[0]
-        work = samples.double() if samples.dtype in (torch.float16, torch.bfloat16) else samples
+        work = samples.float() if samples.dtype in (torch.float16, torch.bfloat16) else samples
         chunk_mean = work.mean(0)
-        chunk_m2 = float((work - chunk_mean).double().square().sum())
+        chunk_m2 = float(torch.linalg.vector_norm(work.sub_(chunk_mean))) ** 2
         if self.mean is None:
             self.count, self.mean, self.m2 = c, chunk_mean, chunk_m2
             return
         n = self.count
         delta = chunk_mean - self.mean
-        self.m2 += chunk_m2 + float(delta.double().square().sum()) * n * c / (n + c)
+        self.m2 += chunk_m2 + float(torch.linalg.vector_norm(delta)) ** 2 * n * c / (n + c)
         self.mean = self.mean + delta * (c / (n + c))
         self.count = n + c
 

@@ -53,8 +53,8 @@ class StatisticsSettings:
 
     log_every: int = 1
     noise_every: int = 100
-    probe_size: int = 32
-    probe_chunk: int | None = None
+    probe_size: int = 16
+    probe_chunk: int | None = 8
     probe_seed: int = 0
 
     def __post_init__(self) -> None:

@@ -103,3 +103,68 @@ def test_one_joint_trains_encoders_with_the_multimodal_loss_only():
         torch.testing.assert_close(torch.cat([p.grad.reshape(-1) for p in params]), expected[group])
     for p in model.unimodal_heads.parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", sorted(INTEGRATORS))
+def test_separate_trunks_path_equals_whole_trunk_pack_path(name):
+    """Late fusion takes the per-trunk path (each encoder's graph freed after its pull-backs);
+    the whole-trunk pack path gives the same gradients and decisions."""
+    results = []
+    for separate in (True, False):
+        model, inputs, labels = make(3)
+        engine = GradientEngine(model, get_integrator(name))
+        features = model.encode(inputs)
+        losses = MultitaskLoss()(model.classify(features), labels)
+        engine.plan(features, losses)
+        assert engine.owner == {m: f"encoder.{m}" for m in model.modalities}
+        if not separate:
+            engine.owner = None
+        steps = engine.backward(features, losses, need_decisions=True)
+        results.append(([p.grad.clone() for p in model.parameters()], steps))
+    (grads_a, steps_a), (grads_b, steps_b) = results
+    for a, b in zip(grads_a, grads_b):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    assert [s.group for s in steps_a] == [s.group for s in steps_b]
+    for a, b in zip(steps_a, steps_b):
+        assert a.losses == b.losses
+        torch.testing.assert_close(a.decision.gram, b.decision.gram, rtol=1e-5, atol=1e-9)
+
+
+class SharedStem(torch.nn.Module):
+    """Two modalities through one shared linear stem, then their own encoders: features share a group."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner = model
+        self.stem = torch.nn.Linear(1, 1)
+
+    def encode(self, inputs):
+        scale = self.stem(torch.ones(1, 1)).squeeze()
+        return {m: f * scale for m, f in self.inner.encode(inputs).items()}
+
+    def classify(self, features, detach_unimodal=False):
+        return self.inner.classify(features, detach_unimodal)
+
+    def parameter_groups(self):
+        groups = self.inner.parameter_groups()
+        groups["stem"] = list(self.stem.parameters())
+        return groups
+
+
+def test_features_sharing_a_group_take_the_whole_trunk_path_and_match_separate_passes():
+    model, inputs, labels = make(2)
+    wrapped = SharedStem(model)
+    engine = GradientEngine(wrapped, get_integrator("mmpareto"))
+    features = wrapped.encode(inputs)
+    losses = MultitaskLoss()(wrapped.classify(features), labels)
+    steps = engine.backward(features, losses, need_decisions=True)
+    assert engine.owner is None
+    assert engine.reach["stem"] == ("multimodal", "a", "b")
+    assert [s.group for s in steps] == ["encoder.a", "encoder.b", "stem"]
+    # the stem's per-loss gradients against separate full backward passes
+    features = wrapped.encode(inputs)
+    losses = MultitaskLoss()(wrapped.classify(features), labels)
+    rows = [torch.cat([g.reshape(-1) for g in torch.autograd.grad(losses[n], list(wrapped.stem.parameters()), retain_graph=True)]) for n in ("multimodal", "a", "b")]
+    expected = get_integrator("mmpareto")(torch.stack(rows), segments=[1, 1])
+    got = torch.cat([p.grad.reshape(-1) for p in wrapped.stem.parameters()])
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
