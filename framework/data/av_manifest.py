@@ -236,7 +236,7 @@ class AVManifestDataset(SkippingDataset):
 
 
 def _index_split(
-    name: str, root: Path, rows: list[list[str]], classes: Sequence[str], layout: AVLayout, on_corrupt: str, csv_path: Path
+    name: str, root: Path, rows: list[list[str]], classes: Sequence[str], layout: AVLayout, on_corrupt: str, split: str
 ) -> tuple[list[Clip], list[str]]:
     """Check every row's label and files (cheap: no decoding); corrupt rows per ``on_corrupt``."""
     audio_dir, visual_dir = root / layout.audio_dir, root / layout.visual_dir
@@ -250,7 +250,7 @@ def _index_split(
         frames_dir = visual_dir / clip_id
         frames: list[str] = []
         if len(row) < 2:
-            problem = f"row in {csv_path} has no label"
+            problem = "the row has no label"
         elif label is None:
             problem = f"label {row[1]!r} is not one of the {len(classes)} classes"
         elif not audio.is_file():
@@ -270,7 +270,7 @@ def _index_split(
         assert label is not None
         clips.append(Clip(clip_id, label, str(audio), str(frames_dir), tuple(frames)))
     if skipped:
-        log.warning("%s: %s: skipped %d corrupt samples (first: %s)", name, csv_path.name, len(skipped), ", ".join(skipped[:5]))
+        log.warning("%s/%s: skipped %d corrupt samples (first: %s)", name, split, len(skipped), ", ".join(skipped[:5]))
     return clips, skipped
 
 
@@ -364,7 +364,7 @@ def av_manifest_splits(
         train_rows, val_rows = _stratified_holdout(train_rows, val_fraction, split_seed)
     classes = class_names(root, classes, train_rows + val_rows, num_classes, name)
     indexed = {
-        split: _index_split(name, root, rows, classes, layout, on_corrupt, root / f"{split}.csv")
+        split: _index_split(name, root, rows, classes, layout, on_corrupt, split)
         for split, rows in (("train", train_rows), ("val", val_rows), ("test", test_rows))
     }
     if not indexed["train"][0]:
