@@ -52,9 +52,9 @@ class StatisticsSettings:
     ``probe_seed``: which train samples form the probe."""
 
     log_every: int = 1
-    noise_every: int = 100
+    noise_every: int = 200
     probe_size: int = 16
-    probe_chunk: int | None = 8
+    probe_chunk: int | None = 4
     probe_seed: int = 0
 
     def __post_init__(self) -> None:
