@@ -153,6 +153,10 @@ class Trainer:
             metrics = {**train_metrics, **{f"val/acc/{h}": v for h, v in val.items()}}
             metrics.update({f"test/acc/{h}": v for h, v in test.items()})
             metrics["lr"] = self.optimizer.param_groups[0]["lr"]
+            for split in ("train", "val", "test"):  # disk datasets count skipped corrupt samples
+                skipped = getattr(getattr(self.splits, split), "skipped", None)
+                if skipped is not None:
+                    metrics[f"data/skipped/{split}"] = float(skipped)
             if self.scheduler is not None:
                 self.scheduler.step()
             self.state.epoch += 1
