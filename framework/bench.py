@@ -323,7 +323,7 @@ def stats_runner(case, model, optimizer, inputs, labels, device, workdir) -> Run
         """Per step: metrics sent (all buffered ones, now) plus the probe over ``noise_every``."""
         timed_flush()
         if not probe["ms"] and settings.noise_every and trainer.statistics.probe is not None:
-            probe["ms"] = [timed(run_probe, device) for _ in range(2 if case.rounds > 1 else 1)]
+            probe["ms"] = [timed(run_probe, device)]  # one probe: seconds long on resnet18_av
         noise = stats_module.median(probe["ms"]) / settings.noise_every if probe["ms"] else 0.0
         return sent["ms"] / max(trainer.state.step, 1) + noise
 
@@ -445,7 +445,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset (sum is always included)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--rounds", type=int, help="override the rounds per model")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per variant first (the memory step follows)")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
     variants = [v for v in args.variants.split(",") if v]
@@ -466,7 +466,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
         if args.rounds:
             case = dataclasses.replace(case, rounds=args.rounds, budget_s=math.inf)
         log(f"{name}: {len(variants)} variants x {case.rounds} rounds x {case.steps_per_round} steps, batch {case.batch_size}, {device}, {torch.get_num_threads()} threads")
-        results[name] = bench_model(case, variants, device, 1 if args.quick else args.warmup, log)
+        results[name] = bench_model(case, variants, device, args.warmup, log)
     print(table(results))
     print(f"({time.perf_counter() - start:.0f} s; step_ms: median of interleaved full training steps)")
     if args.json:
