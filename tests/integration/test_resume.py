@@ -172,7 +172,11 @@ def test_ctrl_c_leaves_a_killed_run_and_a_resumable_checkpoint(tmp_path):
     args = ["experiment=smoke", "trainer.epochs=4", "dataset.train_size=4096"]
     command = [sys.executable, "-m", "framework.main", *args, f"hydra.run.dir={tmp_path}/out"]
     path = tmp_path / "checkpoints" / "smoke" / ",".join(sorted(args)) / "checkpoint.pt"
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # a shell that starts a job in the background ignores SIGINT for it; a user's Ctrl-C does not
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         wait_for_checkpoint(path, 1, process)
         process.send_signal(signal.SIGINT)

@@ -13,6 +13,19 @@ from mlflow.tracking import MlflowClient
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
+def job_states(job: str, until: str, timeout: float = 60) -> list[str]:
+    """The job's states in accounting (all its requeues), polled until ``until`` shows: the
+    accounting daemon records the end of a job a moment after the job itself has ended."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = subprocess.run(
+            ["sacct", "-n", "-X", "-D", "-j", job, "-o", "State"], capture_output=True, text=True
+        ).stdout.split()
+        if until in states or time.monotonic() > deadline:
+            return states
+        time.sleep(0.5)
+
+
 def experiment_runs(uri: str, tmp_path: Path, name: str = "smoke"):
     """The runs of this test (the server is shared by the session): tagged with its sweep dir."""
     client = MlflowClient(uri)
@@ -96,8 +109,8 @@ def test_preempted_job_is_requeued_and_resumes_into_the_same_run(sweep, mlflow_s
     logs = sweep.logs()
     assert process.returncode == 0, output + logs
     assert "this job is preempted" in logs and f"Requeued job {job}" in logs
-    states = subprocess.run(["sacct", "-n", "-X", "-D", "-j", job, "-o", "State"], capture_output=True, text=True).stdout
-    assert "REQUEUED" in states.split() and "COMPLETED" in states.split(), states
+    states = job_states(job, until="COMPLETED")
+    assert "REQUEUED" in states and "COMPLETED" in states, states
 
     client, (run,) = experiment_runs(uri, tmp_path)  # one run: the requeued job continued it
     assert run.info.run_id == before["run_id"]
@@ -132,8 +145,8 @@ def test_job_preempted_by_a_higher_priority_partition_resumes_into_the_same_run(
         if urgent:
             subprocess.run(["scancel", urgent], check=False)
     assert process.returncode == 0, output + sweep.logs()
-    states = subprocess.run(["sacct", "-n", "-X", "-D", "-j", job, "-o", "State"], capture_output=True, text=True).stdout
-    assert "PREEMPTED" in states.split() and "COMPLETED" in states.split(), states
+    states = job_states(job, until="COMPLETED")
+    assert "PREEMPTED" in states and "COMPLETED" in states, states
 
     client, (run,) = experiment_runs(uri, tmp_path)
     assert run.info.run_id == before["run_id"] and run.info.status == "FINISHED"
