@@ -79,7 +79,7 @@ class ModelCase:
     encoder: Callable[..., nn.Module]
     rounds: int
     steps_per_round: int
-    budget_s: float = math.inf  # stop adding rounds (after two) once the timed rounds took this long
+    budget_s: float = math.inf  # stop adding rounds (after three) once the next would end past this
     quick: bool = False
 
 
@@ -89,7 +89,7 @@ def model_case(name: str, quick: bool) -> ModelCase:
 
         spec = DatasetSpec({"gray": (1, 28, 28), "color": (3, 28, 28)}, num_classes=10)
         encoder = partial(SmallCNN, channels=(16, 32), dim=64)
-        return ModelCase(name, spec, 8 if quick else 64, encoder, *((1, 1) if quick else (6, 3)), budget_s=30.0, quick=quick)
+        return ModelCase(name, spec, 8 if quick else 64, encoder, *((1, 1) if quick else (18, 1)), budget_s=30.0, quick=quick)
     if name == "resnet18_av":
         from .models.resnet import ResNet18Encoder
 
@@ -97,7 +97,7 @@ def model_case(name: str, quick: bool) -> ModelCase:
             spec = DatasetSpec({"audio": (1, 32, 32), "visual": (2, 3, 32, 32)}, num_classes=6)
             return ModelCase(name, spec, 4, partial(ResNet18Encoder, width=8), 1, 1, quick=True)
         spec = DatasetSpec({"audio": (1, 128, 128), "visual": (2, 3, 112, 112)}, num_classes=6)
-        return ModelCase(name, spec, 16, ResNet18Encoder, 4, 2, budget_s=150.0)
+        return ModelCase(name, spec, 16, ResNet18Encoder, 8, 1, budget_s=150.0)
     raise ValueError(f"unknown model {name!r}; valid choices: {', '.join(MODELS)}")
 
 
@@ -413,10 +413,11 @@ def bench_model(case: ModelCase, variants: list[str], device: torch.device, warm
                     runner.times.append(runner.timed_step(device))
             elapsed = time.perf_counter() - start
             log(f"  {case.name}: round {r + 1}/{case.rounds} done ({elapsed:.0f} s)")
-            if r >= 1 and elapsed * (r + 2) / (r + 1) > case.budget_s:
+            if r >= 2 and elapsed * (r + 2) / (r + 1) > case.budget_s:
                 log(f"  {case.name}: stopping after {r + 1} rounds (time budget {case.budget_s:.0f} s)")
                 break
         for runner in runners:
+            log(f"    {runner.name:<26} steps (ms): {' '.join(f'{t:.0f}' for t in runner.times)}")
             step_ms = stats_module.median(runner.times)
             if runner.amortised_ms is not None:
                 step_ms += runner.amortised_ms()
@@ -427,6 +428,14 @@ def bench_model(case: ModelCase, variants: list[str], device: torch.device, warm
     for r in results.values():
         r["ratio_to_sum"] = r["step_ms"] / base if base else math.nan
     return results
+
+
+def _load_line(when: str) -> str:
+    """The machine's load average: other processes' CPU use skews every timing."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+    cores = os.cpu_count() or 1
+    warning = f" -- busy machine ({load:.1f} runnable tasks on {cores} cores): timings are unreliable" if load > 0.5 * cores else ""
+    return f"load average at {when}: {load:.2f}{warning}"
 
 
 def table(results: dict[str, dict[str, dict[str, float]]]) -> str:
@@ -461,12 +470,14 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
 
     results = {}
     start = time.perf_counter()
+    log(_load_line("start"))
     for name in models:
         case = model_case(name, args.quick)
         if args.rounds:
             case = dataclasses.replace(case, rounds=args.rounds, budget_s=math.inf)
         log(f"{name}: {len(variants)} variants x {case.rounds} rounds x {case.steps_per_round} steps, batch {case.batch_size}, {device}, {torch.get_num_threads()} threads")
         results[name] = bench_model(case, variants, device, args.warmup, log)
+    log(_load_line("end"))
     print(table(results))
     print(f"({time.perf_counter() - start:.0f} s; step_ms: median of interleaved full training steps)")
     if args.json:
