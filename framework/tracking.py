@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from hydra.experimental.callback import Callback
 from mlflow.entities import Metric, RunStatus
 from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
 
 BATCH_LIMIT = 1000
 
@@ -92,3 +94,12 @@ class RunTracker:
     @property
     def url_hint(self) -> str:
         return f"experiment {self.experiment_id}, run {self.run_id} in {self.tracking_uri}"
+
+
+class PrepareTrackingStore(Callback):
+    """Hydra callback: create the MLflow store's tables once, in the launching process, before a
+    multirun's jobs start. Jobs that open a new sqlite file at the same moment would otherwise
+    run its schema migrations concurrently and leave it broken."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        MlflowClient(config.tracking.uri or default_tracking_uri()).search_experiments(max_results=1)
