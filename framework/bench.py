@@ -431,10 +431,12 @@ def bench_model(case: ModelCase, variants: list[str], device: torch.device, warm
 
 
 def _load_line(when: str) -> str:
-    """The machine's load average: other processes' CPU use skews every timing."""
+    """The machine's 1-minute load average. Other processes' CPU use skews every timing; at the
+    end the figure includes this benchmark's own threads."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
     cores = os.cpu_count() or 1
-    warning = f" -- busy machine ({load:.1f} runnable tasks on {cores} cores): timings are unreliable" if load > 0.5 * cores else ""
+    limit = 0.5 * cores if when == "start" else cores + 0.5 * cores
+    warning = f" -- busy machine ({load:.1f} runnable tasks on {cores} cores): timings are unreliable" if load > limit else ""
     return f"load average at {when}: {load:.2f}{warning}"
 
 
