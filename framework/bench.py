@@ -89,7 +89,7 @@ def model_case(name: str, quick: bool) -> ModelCase:
 
         spec = DatasetSpec({"gray": (1, 28, 28), "color": (3, 28, 28)}, num_classes=10)
         encoder = partial(SmallCNN, channels=(16, 32), dim=64)
-        return ModelCase(name, spec, 8 if quick else 64, encoder, *((1, 1) if quick else (18, 1)), budget_s=30.0, quick=quick)
+        return ModelCase(name, spec, 8 if quick else 64, encoder, *((1, 1) if quick else (60, 1)), budget_s=30.0, quick=quick)
     if name == "resnet18_av":
         from .models.resnet import ResNet18Encoder
 
@@ -406,13 +406,16 @@ def bench_model(case: ModelCase, variants: list[str], device: torch.device, warm
             if runner.extra_peak_mb is not None:
                 peaks[runner.name] = max(peaks[runner.name], runner.extra_peak_mb())
         start = time.perf_counter()
+        logged = 0.0
         for r in range(case.rounds):
             shift = r % len(runners)
             for runner in runners[shift:] + runners[:shift]:
                 for _ in range(case.steps_per_round):
                     runner.times.append(runner.timed_step(device))
             elapsed = time.perf_counter() - start
-            log(f"  {case.name}: round {r + 1}/{case.rounds} done ({elapsed:.0f} s)")
+            if elapsed - logged >= 10 or r + 1 == case.rounds:
+                log(f"  {case.name}: round {r + 1}/{case.rounds} done ({elapsed:.0f} s)")
+                logged = elapsed
             if r >= 2 and elapsed * (r + 2) / (r + 1) > case.budget_s:
                 log(f"  {case.name}: stopping after {r + 1} rounds (time budget {case.budget_s:.0f} s)")
                 break
