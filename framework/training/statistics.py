@@ -41,7 +41,7 @@ from torch import Tensor
 
 from ..data.base import MultimodalDataset
 from .gradients import GradientEngine, GroupStep
-from .noise import covariance_trace_metrics, covariance_traces
+from .noise import LossFn, covariance_trace_metrics, covariance_traces
 
 
 @dataclass
@@ -162,7 +162,7 @@ class GradientStatistics:
         self.epoch.observe(steps)
         return step_metrics(steps) if self.wants_step(step) else {}
 
-    def noise(self, engine: GradientEngine, loss_fn) -> dict[str, float]:  # noqa: ANN001
+    def noise(self, engine: GradientEngine, loss_fn: LossFn) -> dict[str, float]:
         """Covariance traces on the probe batch; needs ``engine`` to have planned (one step done)."""
         if self.probe is None or engine.reach is None:
             return {}
