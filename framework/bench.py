@@ -18,6 +18,13 @@ is ``torch.cuda.max_memory_allocated``. This counts tensors only (not allocator 
 Python heap), which is what the variants differ in, and it does not depend on what other
 variants left behind in the process (resident-set figures would).
 
+Models: ``cnn_cgmnist`` (the default experiment's small CNNs, CG-MNIST shapes, batch 64),
+``resnet18_av`` (two ResNet-18s on a 1x128x128 spectrogram and 2 frames of 3x112x112, batch 16) and
+``transformer_xmodal`` (``conf/model/transformer_xmodal.yaml`` on the same batch as ``resnet18_av``;
+its step time relative to ``resnet18_av`` is printed variant by variant). The reference code's
+step assumes one encoder per modality, so ``mmpareto_reference_style`` is not run on the
+transformer (the log says so).
+
 ``mmpareto_stats`` is the real :class:`~framework.training.trainer.Trainer` step with the default
 statistics settings of ``conf/train.yaml`` and a real :class:`~framework.tracking.RunTracker` on a
 temporary sqlite store. Its ``step_ms`` is amortised: the median step (step statistics logged on
@@ -64,11 +71,14 @@ from .training.trainer import Trainer, TrainerSettings
 
 FRAMEWORK_VARIANTS = ("sum", "pcgrad", "mgda", "mmpareto")
 VARIANTS = (*FRAMEWORK_VARIANTS, "mmpareto_reference_style", "mmpareto_stats", "torchjd_mgda", "torchjd_upgrad")
-MODELS = ("cnn_cgmnist", "resnet18_av")
+MODELS = ("cnn_cgmnist", "resnet18_av", "transformer_xmodal")
 ROOT = Path(__file__).resolve().parents[1]
 
 
 # --- models -------------------------------------------------------------------------------------
+
+
+REFERENCE_NEEDS_ENCODERS = "the reference code's step is written for one encoder per modality (two losses per group)"
 
 
 @dataclass(frozen=True)
@@ -76,11 +86,23 @@ class ModelCase:
     name: str
     spec: DatasetSpec
     batch_size: int
-    encoder: Callable[..., nn.Module]
+    build: Callable[[DatasetSpec], MultimodalModel]
     rounds: int
     steps_per_round: int
     budget_s: float = math.inf  # stop adding rounds (after three) once the next would end past this
     quick: bool = False
+    unsupported: dict[str, str] = field(default_factory=dict)  # variant -> why it does not apply
+
+    def variants(self, requested: list[str]) -> list[str]:
+        return [v for v in requested if v not in self.unsupported]
+
+
+def late_fusion(encoder: Callable[..., nn.Module]) -> Callable[[DatasetSpec], MultimodalModel]:
+    return lambda spec: LateFusionModel(spec, encoder, ConcatFusion)
+
+
+AV_SPEC = DatasetSpec({"audio": (1, 128, 128), "visual": (2, 3, 112, 112)}, num_classes=6)
+"""The audio-visual batch of the full benchmark: a CREMA-D-sized spectrogram and two frames."""
 
 
 def model_case(name: str, quick: bool) -> ModelCase:
@@ -89,21 +111,32 @@ def model_case(name: str, quick: bool) -> ModelCase:
 
         spec = DatasetSpec({"gray": (1, 28, 28), "color": (3, 28, 28)}, num_classes=10)
         encoder = partial(SmallCNN, channels=(16, 32), dim=64)
-        return ModelCase(name, spec, 8 if quick else 64, encoder, *((1, 1) if quick else (60, 1)), budget_s=30.0, quick=quick)
+        return ModelCase(name, spec, 8 if quick else 64, late_fusion(encoder), *((1, 1) if quick else (60, 1)), budget_s=30.0, quick=quick)
     if name == "resnet18_av":
         from .models.resnet import ResNet18Encoder
 
         if quick:  # same architecture family, tiny: seconds, for tests
             spec = DatasetSpec({"audio": (1, 32, 32), "visual": (2, 3, 32, 32)}, num_classes=6)
-            return ModelCase(name, spec, 4, partial(ResNet18Encoder, width=8), 1, 1, quick=True)
-        spec = DatasetSpec({"audio": (1, 128, 128), "visual": (2, 3, 112, 112)}, num_classes=6)
-        return ModelCase(name, spec, 16, ResNet18Encoder, 8, 1, budget_s=150.0)
+            return ModelCase(name, spec, 4, late_fusion(partial(ResNet18Encoder, width=8)), 1, 1, quick=True)
+        return ModelCase(name, AV_SPEC, 16, late_fusion(ResNet18Encoder), 8, 1, budget_s=150.0)
+    if name == "transformer_xmodal":
+        from .models.transformer import CrossModalTransformer
+
+        unsupported = {"mmpareto_reference_style": REFERENCE_NEEDS_ENCODERS}
+        if quick:
+            spec = DatasetSpec({"audio": (1, 32, 32), "visual": (2, 3, 32, 32)}, num_classes=6)
+            build = partial(CrossModalTransformer, dim=16, depth=2, heads=2, patch_size=8)
+            return ModelCase(name, spec, 4, build, 1, 1, quick=True, unsupported=unsupported)
+        # the same batch as resnet18_av, the settings of conf/model/transformer_xmodal.yaml:
+        # 16x16 patches, 64 spectrogram tokens and 2 x 49 frame tokens, 4 cross-modal layers of width 128
+        build = partial(CrossModalTransformer, dim=128, depth=4, heads=4, mlp_ratio=2.0, patch_size=16)
+        return ModelCase(name, AV_SPEC, 16, build, 20, 1, budget_s=120.0, unsupported=unsupported)
     raise ValueError(f"unknown model {name!r}; valid choices: {', '.join(MODELS)}")
 
 
-def build_model(case: ModelCase, seed: int = 0) -> LateFusionModel:
+def build_model(case: ModelCase, seed: int = 0) -> MultimodalModel:
     torch.manual_seed(seed)
-    return LateFusionModel(case.spec, case.encoder, ConcatFusion)
+    return case.build(case.spec)
 
 
 def make_batch(case: ModelCase, size: int, seed: int = 1) -> tuple[dict[str, Tensor], Tensor]:
@@ -258,7 +291,9 @@ def default_statistics() -> StatisticsSettings:
     return StatisticsSettings(**OmegaConf.to_container(conf.trainer.statistics))  # type: ignore[arg-type]
 
 
-def make_runner(variant: str, case: ModelCase, template: LateFusionModel, device: torch.device, workdir: Path) -> Runner:
+def make_runner(variant: str, case: ModelCase, template: MultimodalModel, device: torch.device, workdir: Path) -> Runner:
+    if variant in case.unsupported:
+        raise ValueError(f"variant {variant!r} does not apply to {case.name}: {case.unsupported[variant]}")
     model = copy.deepcopy(template).to(device)
     model.train()
     optimizer = make_optimizer(model)
@@ -394,6 +429,10 @@ def measure_peak_mb(fn: Callable[[], None], held_bytes: Callable[[], int], devic
 
 def bench_model(case: ModelCase, variants: list[str], device: torch.device, warmup: int, log: Callable[[str], None]) -> dict[str, dict[str, float]]:
     template = build_model(case)
+    for variant in variants:
+        if variant in case.unsupported:
+            log(f"  {case.name}: no {variant} ({case.unsupported[variant]})")
+    variants = case.variants(variants)
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         runners = [make_runner(v, case, template, device, Path(tmp)) for v in variants]
@@ -444,10 +483,29 @@ def _load_line(when: str) -> str:
 
 
 def table(results: dict[str, dict[str, dict[str, float]]]) -> str:
-    lines = [f"| {'model':<12} | {'variant':<24} | {'step_ms':>9} | {'peak_mb':>8} | {'ratio_to_sum':>12} |", "|" + "|".join(["-" * 14, "-" * 26, "-" * 11, "-" * 10, "-" * 14]) + "|"]
+    lines = [f"| {'model':<18} | {'variant':<24} | {'step_ms':>9} | {'peak_mb':>8} | {'ratio_to_sum':>12} |", "|" + "|".join(["-" * 20, "-" * 26, "-" * 11, "-" * 10, "-" * 14]) + "|"]
     for model, by_variant in results.items():
         for variant, r in by_variant.items():
-            lines.append(f"| {model:<12} | {variant:<24} | {r['step_ms']:>9.1f} | {r['peak_mb']:>8.1f} | {r['ratio_to_sum']:>12.3f} |")
+            lines.append(f"| {model:<18} | {variant:<24} | {r['step_ms']:>9.1f} | {r['peak_mb']:>8.1f} | {r['ratio_to_sum']:>12.3f} |")
+    return "\n".join(lines)
+
+
+def cross_model_table(results: dict[str, dict[str, dict[str, float]]], cases: dict[str, ModelCase], base: str = "resnet18_av") -> str:
+    """Step time of the models that train on the same batch as ``base``, relative to it, variant by
+    variant; empty when there are none."""
+    if base not in results:
+        return ""
+    others = [m for m in results if m != base and cases[m].spec == cases[base].spec and cases[m].batch_size == cases[base].batch_size]
+    lines = []
+    for model in others:
+        shared = [v for v in results[model] if v in results[base]]
+        if not shared:
+            continue
+        lines += [f"| {'variant':<24} | {model + ' ms':>22} | {base + ' ms':>16} | {'ratio':>6} |", "|" + "|".join(["-" * 26, "-" * 24, "-" * 18, "-" * 8]) + "|"]
+        for v in shared:
+            a, b = results[model][v]["step_ms"], results[base][v]["step_ms"]
+            lines.append(f"| {v:<24} | {a:>22.1f} | {b:>16.1f} | {a / b:>6.3f} |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -473,17 +531,21 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    results = {}
+    results, cases = {}, {}
     start = time.perf_counter()
     log(_load_line("start"))
     for name in models:
         case = model_case(name, args.quick)
         if args.rounds:
             case = dataclasses.replace(case, rounds=args.rounds, budget_s=math.inf)
-        log(f"{name}: {len(variants)} variants x {case.rounds} rounds x {case.steps_per_round} steps, batch {case.batch_size}, {device}, {torch.get_num_threads()} threads")
+        cases[name] = case
+        log(f"{name}: {len(case.variants(variants))} variants x {case.rounds} rounds x {case.steps_per_round} steps, batch {case.batch_size}, {device}, {torch.get_num_threads()} threads")
         results[name] = bench_model(case, variants, device, args.warmup, log)
     log(_load_line("end"))
     print(table(results))
+    versus = cross_model_table(results, cases)
+    if versus:
+        print(f"\nstep time relative to resnet18_av:\n{versus}")
     print(f"({time.perf_counter() - start:.0f} s; step_ms: median of interleaved full training steps)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

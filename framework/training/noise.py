@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 LossFn = Callable[[dict[str, Tensor], Tensor], Mapping[str, Tensor]]
 
@@ -93,7 +94,9 @@ def covariance_traces(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():  # the outer graph is not needed; torch.func.grad ignores this context
+        # vmap has batching rules for the math attention kernel only (the fused kernels fall back to a
+        # slow per-sample loop with a warning each call); the math kernel computes the same gradients
+        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH):  # no_grad: torch.func.grad ignores it
             for pack in packs:
                 reached = [g for g in groups if any(loss in reach.get(g, ()) for loss in pack)]
                 if not reached:

@@ -26,13 +26,23 @@ def test_quick_benchmark_writes_the_documented_json(tmp_path):
     data = json.loads(out.read_text())
     assert set(data) == set(bench.MODELS)
     for model, by_variant in data.items():
-        assert set(by_variant) == set(bench.VARIANTS), model
+        case = bench.model_case(model, quick=True)
+        assert set(by_variant) == set(bench.VARIANTS) - set(case.unsupported), model
         for variant, figures in by_variant.items():
             assert set(figures) == {"step_ms", "peak_mb", "ratio_to_sum"}, (model, variant)
             assert all(isinstance(v, float) and math.isfinite(v) and v > 0 for v in figures.values()), figures
         assert by_variant["sum"]["ratio_to_sum"] == 1.0
     for variant in bench.VARIANTS:
         assert variant in result.stdout  # the table
+    assert "no mmpareto_reference_style (the reference code" in result.stderr  # said, not silently absent
+    versus = result.stdout.split("step time relative to resnet18_av:")[1]
+    row = next(line for line in versus.splitlines() if line.startswith("| mmpareto "))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    transformer_ms, resnet_ms, ratio = (float(c) for c in cells[1:])
+    assert transformer_ms == pytest.approx(data["transformer_xmodal"]["mmpareto"]["step_ms"], abs=0.05)
+    assert resnet_ms == pytest.approx(data["resnet18_av"]["mmpareto"]["step_ms"], abs=0.05)
+    expected = data["transformer_xmodal"]["mmpareto"]["step_ms"] / data["resnet18_av"]["mmpareto"]["step_ms"]
+    assert ratio == pytest.approx(expected, abs=6e-4)
 
 
 def test_unknown_variant_is_a_clear_error():
@@ -44,7 +54,7 @@ def test_unknown_variant_is_a_clear_error():
     assert "unknown variants ['nope']" in result.stderr and "mmpareto_reference_style" in result.stderr
 
 
-@pytest.mark.parametrize("model", bench.MODELS)
+@pytest.mark.parametrize("model", [m for m in bench.MODELS if "mmpareto_reference_style" not in bench.model_case(m, True).unsupported])
 def test_reference_style_step_equals_the_framework_mmpareto_step(model):
     """The comparison is fair: the reference code's way computes the same update."""
     case = bench.model_case(model, quick=True)
@@ -69,3 +79,32 @@ def test_torchjd_variant_trains_every_parameter():
     runner.step()
     moved = [not torch.equal(p, b) for p, b in zip(runner.model.parameters(), before)]
     assert all(moved)
+
+
+def test_transformer_case_has_three_loss_groups_and_refuses_the_reference_style():
+    """The transformer benchmark exercises the k > 2 rule; the reference code's step cannot run it."""
+    from framework.integrators import get_integrator
+    from framework.losses import MultitaskLoss
+    from framework.training.gradients import GradientEngine
+
+    case = bench.model_case("transformer_xmodal", quick=True)
+    model = bench.build_model(case)
+    inputs, labels = bench.make_batch(case, case.batch_size)
+    engine = GradientEngine(model, get_integrator("mmpareto"))
+    features = model.encode(inputs)
+    engine.backward(features, MultitaskLoss()(model.classify(features), labels))
+    reach = [len(losses) for losses in engine.reach.values()]
+    assert max(reach) == 3 and min(reach) == 2
+    with pytest.raises(ValueError, match="does not apply to transformer_xmodal: the reference code"):
+        bench.make_runner("mmpareto_reference_style", case, bench.build_model(case), torch.device("cpu"), Path("."))
+
+
+def test_benchmarked_transformer_is_the_configured_one():
+    """The full-size transformer case is built with conf/model/transformer_xmodal.yaml's settings."""
+    from omegaconf import OmegaConf
+
+    conf = OmegaConf.load(ROOT / "conf" / "model" / "transformer_xmodal.yaml")
+    case = bench.model_case("transformer_xmodal", quick=False)
+    for key in ("dim", "depth", "heads", "mlp_ratio", "patch_size"):
+        assert case.build.keywords[key] == conf[key], key
+    assert case.spec == bench.model_case("resnet18_av", quick=False).spec  # the same batch as resnet18_av

@@ -118,3 +118,29 @@ def test_identical_samples_have_zero_trace():
     engine = planned(model, inputs, labels)
     got = covariance_traces(model, MultitaskLoss(), inputs, labels, engine.groups, engine.packs, engine.reach, chunk_size=2)
     assert all(abs(v) < 1e-20 for by_loss in got.values() for v in by_loss.values())
+
+
+def test_attention_model_matches_brute_force_without_fallback_warnings():
+    """Per-sample gradients through nn.MultiheadAttention use a kernel vmap can batch: no
+    per-sample fallback (which warns on every call), and the traces are still exact."""
+    import warnings
+
+    from framework.models.transformer import CrossModalTransformer
+
+    torch.manual_seed(0)
+    spec = DatasetSpec({"audio": (1, 8, 8), "visual": (2, 3, 8, 8)}, num_classes=4)
+    model = CrossModalTransformer(spec, dim=8, depth=2, heads=2, patch_size=4).double()
+    inputs = {m: torch.randn(6, *shape, dtype=torch.float64) for m, shape in spec.modalities.items()}
+    labels = torch.randint(4, (6,))
+    loss = MultitaskLoss()
+    engine = planned(model, inputs, labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = covariance_traces(model, loss, inputs, labels, engine.groups, engine.packs, engine.reach)
+    expected = brute_force(model, loss, inputs, labels, engine.groups, engine.reach)
+    assert got.keys() == expected.keys() == set(model.parameter_groups())
+    assert any(len(by_loss) == 3 for by_loss in expected.values())  # cross-attention: shared groups
+    for group in expected:
+        assert got[group].keys() == expected[group].keys()
+        for name, value in expected[group].items():
+            assert got[group][name] == pytest.approx(value, rel=1e-9, abs=1e-14)
