@@ -37,3 +37,18 @@ class MultimodalModel(nn.Module, ABC):
 
     def forward(self, inputs: dict[str, Tensor], detach_unimodal: bool = False) -> dict[str, Tensor]:
         return self.classify(self.encode(inputs), detach_unimodal=detach_unimodal)
+
+
+def fusion_and_unimodal_logits(
+    features: dict[str, Tensor],
+    fusion: nn.Module,
+    fusion_head: nn.Module,
+    unimodal_heads: nn.ModuleDict,
+    detach_unimodal: bool = False,
+) -> dict[str, Tensor]:
+    """The usual heads: ``fusion_head(fusion(features))`` under :data:`MULTIMODAL` and one head per
+    modality on its own feature (detached with ``detach_unimodal``)."""
+    logits = {MULTIMODAL: fusion_head(fusion(features))}
+    for m, head in unimodal_heads.items():
+        logits[m] = head(features[m].detach() if detach_unimodal else features[m])
+    return logits

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from torch import Tensor, nn
 
 from ..data.base import DatasetSpec
-from .base import MULTIMODAL, MultimodalModel
+from .base import MultimodalModel, fusion_and_unimodal_logits
 
 EncoderFactory = Callable[..., nn.Module]
 
@@ -44,11 +44,7 @@ class LateFusionModel(MultimodalModel):
         return {m: self.encoders[m](inputs[m]) for m in self.modalities}
 
     def classify(self, features: dict[str, Tensor], detach_unimodal: bool = False) -> dict[str, Tensor]:
-        logits = {MULTIMODAL: self.fusion_head(self.fusion(features))}
-        for m in self.modalities:
-            z = features[m].detach() if detach_unimodal else features[m]
-            logits[m] = self.unimodal_heads[m](z)
-        return logits
+        return fusion_and_unimodal_logits(features, self.fusion, self.fusion_head, self.unimodal_heads, detach_unimodal)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         return {f"encoder.{m}": [p for p in e.parameters() if p.requires_grad] for m, e in self.encoders.items()}

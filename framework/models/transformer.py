@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.base import DatasetSpec
-from .base import MULTIMODAL, MultimodalModel
+from .base import MultimodalModel, fusion_and_unimodal_logits
 from .fusion import ConcatFusion
 
 
@@ -160,11 +160,7 @@ class CrossModalTransformer(MultimodalModel):
         return torch.cat(others, dim=1) if others else None
 
     def classify(self, features: dict[str, Tensor], detach_unimodal: bool = False) -> dict[str, Tensor]:
-        logits = {MULTIMODAL: self.fusion_head(self.fusion(features))}
-        for m in self.modalities:
-            z = features[m].detach() if detach_unimodal else features[m]
-            logits[m] = self.unimodal_heads[m](z)
-        return logits
+        return fusion_and_unimodal_logits(features, self.fusion, self.fusion_head, self.unimodal_heads, detach_unimodal)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Split by module: ``embed.<m>``, ``layer<i>.<m>``, ``norm.<m>``; the engine finds the losses
