@@ -527,6 +527,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
     if "sum" not in variants:
         variants.insert(0, "sum")
     models = [m for m in args.models.split(",") if m]
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        parser.error(f"unknown models {unknown}; valid choices: {', '.join(MODELS)}")
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)

@@ -54,6 +54,15 @@ def test_unknown_variant_is_a_clear_error():
     assert "unknown variants ['nope']" in result.stderr and "mmpareto_reference_style" in result.stderr
 
 
+def test_unknown_model_is_a_clear_error():
+    result = subprocess.run(
+        [sys.executable, "-m", "framework.bench", "--quick", "--models", "resnet18_av,vit"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "unknown models ['vit']" in result.stderr and "transformer_xmodal" in result.stderr
+
+
 @pytest.mark.parametrize("model", [m for m in bench.MODELS if "mmpareto_reference_style" not in bench.model_case(m, True).unsupported])
 def test_reference_style_step_equals_the_framework_mmpareto_step(model):
     """The comparison is fair: the reference code's way computes the same update."""
