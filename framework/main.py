@@ -7,6 +7,7 @@ import os
 import random
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,14 @@ from .training.checkpoint import current_job, is_requeue_of, load_checkpoint, re
 from .training.trainer import Trainer, TrainerSettings, resolve_device, seed_everything
 
 log = logging.getLogger("framework")
+
+# Hydra 1.4.0rc3 instantiates ``hydra.callbacks`` itself, with no way to pass an execution
+# whitelist, and warns about it on every run; our own callback is trusted code.
+warnings.filterwarnings(
+    "ignore",
+    message=r"hydra\.utils\.instantiate\(\) resolved _target_='framework\.tracking\.PrepareTrackingStore' with no",
+    category=UserWarning,
+)
 
 USER_ERRORS = (ValueError, FileNotFoundError, KeyError, TypeError)
 TRACKER_ATTEMPTS = 6

@@ -27,11 +27,22 @@ def default_data_dir() -> Path:
     return Path(os.environ.get(DATA_DIR_ENV) or "data")
 
 
+CHECKOUT_DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+"""Where ``scripts/setup.sh`` caches the data: ``data/`` of the checkout the package runs from."""
+
+
 def _resolve(data_dir: PathLike | None, rel: Path) -> Path:
-    path = (Path(data_dir) if data_dir is not None else default_data_dir()) / rel
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run 'python -m framework.data.prepare' first")
-    return path
+    """``data_dir / rel``; the default ``data`` (relative to the cwd) falls back to the checkout's
+    ``data/``, so runs started outside the repository root find what set-up prepared."""
+    given = Path(data_dir) if data_dir is not None else default_data_dir()
+    candidates = [given / rel]
+    if given == Path("data"):
+        candidates.append(CHECKOUT_DATA_DIR / rel)
+    for path in candidates:
+        if path.is_file():
+            return path
+    where = f"neither {candidates[0]} nor {candidates[1]} exists" if len(candidates) > 1 else f"{candidates[0]} not found"
+    raise FileNotFoundError(f"{where}: run 'python -m framework.data.prepare' first")
 
 
 def _read_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:

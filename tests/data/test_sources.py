@@ -179,3 +179,36 @@ def test_real_prepared_data() -> None:
     frames = np.array([len(c) for c in clips])
     assert frames.min() >= 1 and frames.max() <= 200
     assert all(c.shape[1] == 13 for c in clips)
+
+
+def test_default_relative_data_dir_falls_back_to_the_checkouts_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run started outside the repository root (no ./data there) reads what set-up cached in the
+    checkout; an explicit directory never falls back."""
+    from framework.data import sources
+
+    checkout = tmp_path / "checkout_data"
+    _fake_mnist(checkout, n=4)
+    monkeypatch.setattr(sources, "CHECKOUT_DATA_DIR", checkout)
+    monkeypatch.delenv("FRAMEWORK_DATA_DIR", raising=False)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert load_mnist_digits()[0].shape == (4, 28, 28)
+    assert load_mnist_digits("data")[0].shape == (4, 28, 28)  # the config's default, data_dir=data
+    _fake_mnist(elsewhere / "data", n=2)  # ./data, when it has the file, comes first
+    assert load_mnist_digits()[0].shape == (2, 28, 28)
+    with pytest.raises(FileNotFoundError) as info:
+        load_mnist_digits(tmp_path / "mine")
+    assert str(info.value) == f"{tmp_path / 'mine' / MNIST_FILE} not found: run 'python -m framework.data.prepare' first"
+
+
+def test_missing_everywhere_names_both_places(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from framework.data import sources
+
+    monkeypatch.setattr(sources, "CHECKOUT_DATA_DIR", tmp_path / "checkout_data")
+    monkeypatch.delenv("FRAMEWORK_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as info:
+        load_fsdd_mfcc()
+    expected = f"neither {Path('data') / FSDD_FILE} nor {tmp_path / 'checkout_data' / FSDD_FILE} exists: run 'python -m framework.data.prepare' first"
+    assert str(info.value) == expected

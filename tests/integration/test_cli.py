@@ -56,3 +56,18 @@ def test_invalid_parameter_value_is_one_clear_line(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == "error: mmpareto: gamma must be > 0, got -1"
     assert "Traceback" not in result.stderr
+
+
+def test_default_run_from_outside_the_repository_finds_the_prepared_data_and_prints_no_warnings(tmp_path):
+    """An installed user starts the default experiment from any folder: set-up's cached digits are
+    found, the store and outputs land in that folder, and Hydra's callback deprecation is not shown."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "FRAMEWORK_DATA_DIR", "FRAMEWORK_CHECKPOINT_DIR")}
+    fast = ("trainer.epochs=1", "trainer.max_steps_per_epoch=2", "trainer.num_workers=0", "trainer.statistics.probe_size=4")
+    result = subprocess.run(
+        [sys.executable, "-m", "framework.main", *fast],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Warning" not in result.stderr, result.stderr[-3000:]
+    assert "[mmpareto] test accuracy at best validation epoch 0" in result.stdout + result.stderr
+    assert (tmp_path / "mlflow.db").is_file() and (tmp_path / "outputs").is_dir()
