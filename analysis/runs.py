@@ -45,6 +45,7 @@ BOOKKEEPING = frozenset(
     }
 )
 BOOKKEEPING_PREFIXES = ("checkpoint.", "tracking.", "hydra.")
+TARGET_SUFFIX = "._target_"
 LABEL_ORDER = ("one_joint", "sum", "pcgrad", "mgda", "mmpareto")
 FINAL_METRIC = f"best/test/acc/{MULTIMODAL}"
 
@@ -137,7 +138,17 @@ class RunSet:
 
     def row_key(self, run: RunRecord) -> tuple[str, ...]:
         """``(label, value of each swept parameter)``: the table row the run belongs to."""
-        return (run.label, *(run.params.get(p, "-") for p in self.swept.get(run.dataset, [])))
+        return (run.label, *(self.value(run, p) for p in self.swept.get(run.dataset, [])))
+
+    def value(self, run: RunRecord, param: str) -> str:
+        """The run's value of ``param`` as tables show it: ``-`` when it has none; a ``_target_``
+        by its class name when that still tells the dataset's targets apart."""
+        value = run.params.get(param, "-")
+        if not param.endswith(TARGET_SUFFIX) or value == "-":
+            return value
+        targets = {r.params[param] for r in self.in_dataset(run.dataset) if param in r.params}
+        short = {t.rsplit(".", 1)[-1] for t in targets}
+        return value.rsplit(".", 1)[-1] if len(short) == len(targets) else value
 
     def row_name(self, dataset: str, key: tuple[str, ...]) -> str:
         """A legend entry for a row: the label, plus ``param=value`` for swept parameters."""
@@ -160,6 +171,8 @@ class RunSet:
 
 
 def short_param(name: str) -> str:
+    if name.endswith(TARGET_SUFFIX) and name != TARGET_SUFFIX[1:]:
+        return name[: -len(TARGET_SUFFIX)]  # model._target_ -> model
     return name.split(".", 1)[1] if name.startswith(("integrator.", "trainer.", "dataset.")) else name
 
 
@@ -334,11 +347,15 @@ def swept_params(runs: Sequence[RunRecord]) -> tuple[list[str], dict[str, list[s
             by_label[r.label].add(r.params.get(name))
         if any(len(values) > 1 for values in by_label.values()):
             candidates.append(name)
-    # Parameters that vary together (trainer.epochs and scheduler.T_max): show one.
+    # Parameters that vary together (trainer.epochs and scheduler.T_max): show one. The one shown
+    # is set in every run if possible, and a _target_ (it names what differs) before the rest.
+    def shown_first(name: str) -> tuple:
+        return (sum(name not in r.params for r in runs), not name.endswith(TARGET_SUFFIX), len(name), name)
+
     kept: list[str] = []
     aliases: dict[str, list[str]] = {}
     partitions: dict[tuple, str] = {}
-    for name in sorted(candidates, key=lambda n: (len(n), n)):
+    for name in sorted(candidates, key=shown_first):
         partition = _partition(runs, name)
         if partition in partitions:
             aliases.setdefault(partitions[partition], []).append(name)

@@ -276,3 +276,33 @@ def test_report_on_runs_trained_by_the_framework(compose_cfg, tracking_uri, tmp_
     conflicts = pd.read_csv(out / "conflicts.csv").set_index("label")
     assert 0 <= conflicts.loc["mmpareto", "encoder.weak:all_mean"] <= 100
     assert "### synthetic" in (out / "claims.md").read_text()
+
+
+def test_runs_of_two_models_split_by_the_model_class_not_by_a_parameter_only_one_has(scratch, toy):
+    """Presets with different models (avmnist_cnn and avmnist_transformer) in one report: the column
+    is the model, named by its class, not e.g. ``model.dim`` that the CNN runs lack ("-")."""
+    uri, experiment = scratch, "runs_of_two_models_split_by_the_model_class"
+    rng = np.random.default_rng(5)
+    models = {
+        "framework.models.LateFusionModel": {"model.encoder.dim": "64"},
+        "framework.models.transformer.CrossModalTransformer": {"model.dim": "64", "model.depth": "2"},
+    }
+    for target, own in models.items():
+        for seed in (0, 1):
+            toy.make_run(uri, "sum", seed, toy.final_metrics("sum", rng), histories=False, experiment=experiment,
+                         extra_params={"model._target_": target, **own})  # fmt: skip
+    runset = load_runs(MlflowClient(uri), [experiment])
+    assert runset.swept == {"synthetic": ["model._target_"]}
+    assert sorted(runset.aliases["synthetic"]["model._target_"]) == ["model.depth", "model.dim", "model.encoder.dim"]
+    assert [k for k in runset.rows("synthetic")] == [("sum", "CrossModalTransformer"), ("sum", "LateFusionModel")]
+    assert "| Integrator | model | n |" in accuracy_table(runset, "synthetic").markdown()
+
+
+def test_targets_with_the_same_class_name_stay_apart(scratch, toy):
+    uri, experiment = scratch, "targets_with_the_same_class_name_stay_apart"
+    rng = np.random.default_rng(6)
+    for target in ("mine.models.Net", "theirs.models.Net"):
+        toy.make_run(uri, "sum", 0, toy.final_metrics("sum", rng), histories=False, experiment=experiment,
+                     extra_params={"model._target_": target})  # fmt: skip
+    runset = load_runs(MlflowClient(uri), [experiment])
+    assert [k for k in runset.rows("synthetic")] == [("sum", "mine.models.Net"), ("sum", "theirs.models.Net")]
