@@ -7,6 +7,7 @@ Reads the runs of the experiments from MLflow (``$MLFLOW_TRACKING_URI``, else th
   epoch, multimodal and per modality, mean ± std over seeds, best entry per column marked
 - ``conflicts.{md,tex,csv}``: conflict rate per encoder, early / late / overall
 - ``gradient_noise.{md,tex,csv}``: per-batch gradient norm, its spread, covariance trace
+  (both: one table per model when the runs' models have different parameter groups)
 - ``claims.md``, ``claims.json``: the paper's claims checked against the runs
 - ``<dataset>_{cosine,grad_norm_hist,accuracy_bars,conflict_rate,cov_trace}.png``
 - ``runs.csv``: every run read, counted or not, with the reason; ``report.md``: all of it
@@ -37,7 +38,7 @@ from framework.tracking import default_tracking_uri
 from . import figures
 from .claims import claim_checks
 from .runs import SUMMARY_TAG, Filter, Histories, RunSet, load_runs
-from .tables import Table, accuracy_table, conflict_table, noise_table, write_tables
+from .tables import Table, accuracy_table, conflict_tables, noise_tables, write_tables
 
 
 @dataclass
@@ -120,8 +121,8 @@ def build_report(client: MlflowClient, experiments: list[str], out: Path, filter
     runset = load_runs(client, experiments, filters)
     histories = Histories(client)
     accuracy = [accuracy_table(runset, d) for d in runset.datasets]
-    conflicts = [conflict_table(runset, histories, d) for d in runset.datasets]
-    noise = [noise_table(runset, histories, d) for d in runset.datasets]
+    conflicts = [t for d in runset.datasets for t in conflict_tables(runset, histories, d)]
+    noise = [t for d in runset.datasets for t in noise_tables(runset, histories, d)]
     claims_md, claims = claim_checks(runset, histories)
     report = Report(out, runset, accuracy, conflicts, noise, claims_md, claims)
     files: list[Path] = []

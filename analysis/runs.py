@@ -163,6 +163,29 @@ class RunSet:
         ordered = sorted(grouped, key=lambda k: (label_sort_key(k[0]), [_value_sort_key(v) for v in k[1:]]))
         return {k: sorted(grouped[k], key=lambda r: _value_sort_key(r.seed)) for k in ordered}
 
+    def blocks_by_groups(self, dataset: str) -> list[tuple[str, dict[tuple[str, ...], list[RunRecord]]]]:
+        """The rows split by the parameter groups their runs log (models with different groups:
+        one block each), as ``(what sets the block apart, rows)``; one block, named ``""``, when
+        all rows have the same groups. Rows without any group (one joint loss) join every block."""
+        rows = self.rows(dataset)
+        group_sets = {k: frozenset(g for r in runs for g in r.norm_groups()) for k, runs in rows.items()}
+        distinct = list(dict.fromkeys(s for s in group_sets.values() if s))
+        if len(distinct) <= 1:
+            return [("", rows)]
+        blocks = []
+        params = self.swept.get(dataset, [])
+        for groups in distinct:
+            keys = [k for k, s in group_sets.items() if s == groups]
+            own = [
+                f"{short_param(p)}={keys[0][i + 1]}"
+                for i, p in enumerate(params)
+                if len({k[i + 1] for k in keys}) == 1
+                and all(k[i + 1] != keys[0][i + 1] for k, s in group_sets.items() if s and s != groups)
+            ]
+            name = ", ".join(own) or "groups " + ", ".join(sorted(groups))
+            blocks.append((name, {k: v for k, v in rows.items() if group_sets[k] in (groups, frozenset())}))
+        return blocks
+
     def modalities(self, dataset: str) -> list[str]:
         seen: list[str] = []
         for run in self.in_dataset(dataset):

@@ -30,6 +30,8 @@ class Table:
     best: dict[str, str] = field(default_factory=dict)
     """Statistic -> ``"max"`` or ``"min"``: which entry is marked as best. Absent: none."""
     digits: int = 2
+    block: str = ""
+    """What sets this table's rows apart from the dataset's other tables of its kind ("" if none)."""
 
     def best_rows(self, stat: str) -> set[int]:
         direction = self.best.get(stat)
@@ -165,21 +167,43 @@ def conflict_flags(histories: Histories, run: RunRecord, group: str) -> pd.DataF
 EARLY, LATE = 1.0 / 3.0, 2.0 / 3.0
 
 
-def conflict_table(runset: RunSet, histories: Histories, dataset: str) -> Table:
+def conflict_tables(runset: RunSet, histories: Histories, dataset: str) -> list[Table]:
+    """:func:`conflict_table` per block of rows with the same parameter groups (one per model)."""
+    return [conflict_table(runset, histories, dataset, rows, block) for block, rows in runset.blocks_by_groups(dataset)]
+
+
+def noise_tables(runset: RunSet, histories: Histories, dataset: str) -> list[Table]:
+    """:func:`noise_table` per block of rows with the same parameter groups (one per model)."""
+    return [noise_table(runset, histories, dataset, rows, block) for block, rows in runset.blocks_by_groups(dataset)]
+
+
+def _block_title(dataset: str, block: str) -> str:
+    return f"{dataset} ({block})" if block else dataset
+
+
+def conflict_table(
+    runset: RunSet,
+    histories: Histories,
+    dataset: str,
+    rows: dict[tuple[str, ...], list[RunRecord]] | None = None,
+    block: str = "",
+) -> Table:
     """Conflict rate (% of logged steps with cos < 0) per encoder: first third, last third, all.
 
     ``first half`` is the share of all conflicting steps that fall in the first half of
-    training. For MMPareto the conflict rate is how often its conflict branch fired.
+    training. For MMPareto the conflict rate is how often its conflict branch fired. ``rows``
+    (default: all of the dataset's) and ``block`` (named in the title) select a block of rows.
     """
     keys, headers = _key_columns(runset, dataset)
-    groups = sorted({g for r in runset.in_dataset(dataset) for g in r.groups()})
+    rows = runset.rows(dataset) if rows is None else rows
+    groups = sorted({g for runs in rows.values() for r in runs for g in r.groups()})
     stats = []
     for g in groups:
         for part, title in (("early", "early"), ("late", "late"), ("all", "all"), ("first_half", "share in 1st half")):
             stats.append(f"{g}:{part}")
             headers[f"{g}:{part}"] = f"{g} {title}"
     records = []
-    for key, runs in runset.rows(dataset).items():
+    for key, runs in rows.items():
         if not any(r.groups() for r in runs):
             continue  # one-joint-loss: no shared group, nothing to conflict
         row: dict = dict(zip(keys, key))
@@ -203,10 +227,10 @@ def conflict_table(runset: RunSet, histories: Histories, dataset: str) -> Table:
         records.append(row)
     frame = pd.DataFrame(records, columns=[*keys, "n", *[f"{s}_{x}" for s in stats for x in ("mean", "std")]])
     title = (
-        f"{dataset}: conflict rate (% of steps with cos(g_mm, g_m) < 0) per encoder, in the first third (early) "
+        f"{_block_title(dataset, block)}: conflict rate (% of steps with cos(g_mm, g_m) < 0) per encoder, in the first third (early) "
         "and last third (late) of training and overall; share (%) of conflicting steps in the first half"
     )
-    return Table(dataset, title, frame, keys, stats, headers, best={}, digits=1)
+    return Table(dataset, title, frame, keys, stats, headers, best={}, digits=1, block=block)
 
 
 def _mean(values: pd.Series) -> float:
@@ -217,20 +241,29 @@ def _mean(values: pd.Series) -> float:
 # Gradient size and noise
 
 
-def noise_table(runset: RunSet, histories: Histories, dataset: str) -> Table:
+def noise_table(
+    runset: RunSet,
+    histories: Histories,
+    dataset: str,
+    rows: dict[tuple[str, ...], list[RunRecord]] | None = None,
+    block: str = "",
+) -> Table:
     """Per encoder and loss: per-batch gradient norm, its spread within an epoch, and the
     gradient covariance trace when logged; averaged over epochs (or probes), then over seeds.
 
     ``norm`` is the mean of ``grad/G/norm_mean/i`` over epochs, ``spread`` of ``norm_std``,
-    ``cov tr`` of ``grad/G/cov_trace/i`` over its logged steps.
+    ``cov tr`` of ``grad/G/cov_trace/i`` over its logged steps. ``rows`` and ``block`` as in
+    :func:`conflict_table`.
     """
     keys, headers = _key_columns(runset, dataset)
+    rows = runset.rows(dataset) if rows is None else rows
+    runs_in = [r for runs in rows.values() for r in runs]
     pairs: list[tuple[str, str]] = []
-    for run in runset.in_dataset(dataset):
+    for run in runs_in:
         for g, losses in run.norm_groups().items():
             pairs.extend((g, loss) for loss in losses if (g, loss) not in pairs)
     pairs.sort(key=lambda p: (p[0], p[1] != MULTIMODAL, p[1]))
-    has_cov = any(k.startswith("grad/") and "/cov_trace/" in k for r in runset.in_dataset(dataset) for k in r.metrics)
+    has_cov = any(k.startswith("grad/") and "/cov_trace/" in k for r in runs_in for k in r.metrics)
     kinds = [("norm_mean", "norm"), ("norm_std", "spread")] + ([("cov_trace", "cov tr")] if has_cov else [])
     stats = []
     for g, loss in pairs:
@@ -238,7 +271,7 @@ def noise_table(runset: RunSet, histories: Histories, dataset: str) -> Table:
             stats.append(f"{g}:{kind}:{loss}")
             headers[f"{g}:{kind}:{loss}"] = f"{g} {title} {loss}"
     records = []
-    for key, runs in runset.rows(dataset).items():
+    for key, runs in rows.items():
         row: dict = dict(zip(keys, key))
         row["n"] = len(runs)
         for g, loss in pairs:
@@ -248,10 +281,10 @@ def noise_table(runset: RunSet, histories: Histories, dataset: str) -> Table:
         records.append(row)
     frame = pd.DataFrame(records, columns=[*keys, "n", *[f"{s}_{x}" for s in stats for x in ("mean", "std")]])
     title = (
-        f"{dataset}: per-batch gradient norm (mean over epochs of the per-epoch mean), its within-epoch spread "
+        f"{_block_title(dataset, block)}: per-batch gradient norm (mean over epochs of the per-epoch mean), its within-epoch spread "
         "(std)" + (", and the per-sample gradient covariance trace" if has_cov else "") + ", per encoder and loss"
     )
-    return Table(dataset, title, frame, keys, stats, headers, best={}, digits=3)
+    return Table(dataset, title, frame, keys, stats, headers, best={}, digits=3, block=block)
 
 
 def write_tables(tables: Sequence[Table], stem: str) -> dict[str, str]:
@@ -262,6 +295,8 @@ def write_tables(tables: Sequence[Table], stem: str) -> dict[str, str]:
     for t in tables:
         frame = t.with_best_flags()
         frame.insert(0, "dataset", t.dataset)
+        if any(u.block for u in tables):
+            frame.insert(1, "block", t.block)
         frames.append(frame)
     csv = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     paths = {"md": f"{stem}.md", "tex": f"{stem}.tex", "csv": f"{stem}.csv"}

@@ -62,7 +62,7 @@ class Store:
 
 def make_run(uri: str, label: str, seed: int, final: dict[str, float], status: str = "FINISHED",
              extra_params: dict[str, str] | None = None, experiment: str = EXPERIMENT, histories: bool = True,
-             rng: np.random.Generator | None = None) -> str:  # fmt: skip
+             rng: np.random.Generator | None = None, group_prefix: str = "encoder") -> str:  # fmt: skip
     rng = rng or np.random.default_rng(seed)
     tracker = RunTracker(experiment, f"{label}-seed{seed}", uri, tags={"integrator": label.split("(")[0], "label": label,
                                                                        "seed": str(seed)})  # fmt: skip
@@ -83,7 +83,7 @@ def make_run(uri: str, label: str, seed: int, final: dict[str, float], status: s
         for step in range(EPOCHS * STEPS):
             metrics: dict[str, float] = {}
             for m in MODALITIES:
-                g = f"grad/encoder.{m}"
+                g = f"grad/{group_prefix}.{m}"
                 metrics[f"{g}/norm/multimodal"] = 0.2 + 0.05 * rng.random()
                 if multitask:
                     # Conflicts in the first epoch only: cos < 0 on even steps of epoch 0.
@@ -93,12 +93,12 @@ def make_run(uri: str, label: str, seed: int, final: dict[str, float], status: s
                     metrics[f"{g}/norm/{m}"] = 1.0 + 0.5 * rng.random()
             tracker.log_metrics(metrics, step)
             if step % 10 == 0 and multitask:
-                tracker.log_metrics({f"grad/encoder.{m}/cov_trace/{loss}": v for m in MODALITIES
+                tracker.log_metrics({f"grad/{group_prefix}.{m}/cov_trace/{loss}": v for m in MODALITIES
                                      for loss, v in (("multimodal", 0.1), (m, 2.0))}, step)  # fmt: skip
         for epoch in range(EPOCHS):
             epoch_metrics = {"lr": 0.01, "val/acc/multimodal": 0.5 + 0.01 * epoch}
             for m in MODALITIES:
-                g = f"grad/encoder.{m}"
+                g = f"grad/{group_prefix}.{m}"
                 if multitask:
                     epoch_metrics[f"{g}/conflict_rate"] = 0.5 if epoch == 0 else 0.0
                     epoch_metrics[f"{g}/norm_mean/{m}"] = 1.25

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from analysis.claims import HELD, NOT_HELD, claim_checks
 from analysis.report import build_report, fill_writeup, main
 from analysis.runs import Filter, Histories, load_runs
-from analysis.tables import accuracy_table
+from analysis.tables import accuracy_table, conflict_tables, noise_tables, write_tables
 
 
 EXPERIMENT, EPOCHS, STEPS, SEEDS = "toy", 4, 12, (0, 1, 2)  # as in conftest.py
@@ -306,3 +306,46 @@ def test_targets_with_the_same_class_name_stay_apart(scratch, toy):
                      extra_params={"model._target_": target})  # fmt: skip
     runset = load_runs(MlflowClient(uri), [experiment])
     assert [k for k in runset.rows("synthetic")] == [("sum", "mine.models.Net"), ("sum", "theirs.models.Net")]
+
+
+def test_models_with_different_parameter_groups_get_one_conflict_and_noise_table_each(scratch, toy, tmp_path):
+    """Mixing a late-fusion and a transformer model in one report: each model's table has its own
+    groups' columns, named by what sets it apart, instead of one table with every group of both."""
+    uri, experiment = scratch, "models_with_different_parameter_groups"
+    rng = np.random.default_rng(7)
+    models = {"framework.models.LateFusionModel": "encoder", "framework.models.transformer.CrossModalTransformer": "embed"}
+    for target, prefix in models.items():
+        for label in ("sum", "mmpareto"):
+            for seed in (0, 1):
+                toy.make_run(uri, label, seed, toy.final_metrics(label, rng), experiment=experiment, rng=rng,
+                             extra_params={"model._target_": target}, group_prefix=prefix)  # fmt: skip
+    runset = load_runs(MlflowClient(uri), [experiment])
+    histories = Histories(MlflowClient(uri))
+    conflicts = conflict_tables(runset, histories, "synthetic")
+    assert [t.block for t in conflicts] == ["model=CrossModalTransformer", "model=LateFusionModel"]
+    transformer, late = conflicts
+    assert late.title.startswith("synthetic (model=LateFusionModel): conflict rate")
+    assert {s.split(":")[0] for s in late.stats} == {"encoder.strong", "encoder.weak"}
+    assert {s.split(":")[0] for s in transformer.stats} == {"embed.strong", "embed.weak"}
+    assert list(late.frame["model._target_"]) == ["LateFusionModel"] * 2
+    assert list(transformer.frame["model._target_"]) == ["CrossModalTransformer"] * 2
+    # the toy's conflicts: cos < 0 on half the steps of the first of its epochs, in every group
+    first = {s: late.frame[f"{s}_mean"].iloc[0] for s in late.stats}
+    assert first["encoder.weak:all"] == pytest.approx(100 / (2 * EPOCHS))
+    assert transformer.frame["embed.weak:all_mean"].iloc[0] == pytest.approx(first["encoder.weak:all"])
+    noise = noise_tables(runset, histories, "synthetic")
+    assert [t.block for t in noise] == ["model=CrossModalTransformer", "model=LateFusionModel"]
+    assert all(s.startswith("embed.") for s in noise[0].stats) and all(s.startswith("encoder.") for s in noise[1].stats)
+    paths = write_tables(conflicts, str(tmp_path / "conflicts"))
+    csv = pd.read_csv(paths["csv"])
+    assert list(csv["block"]) == ["model=CrossModalTransformer"] * 2 + ["model=LateFusionModel"] * 2
+
+
+def test_one_model_keeps_a_single_unnamed_table(scratch, toy):
+    uri, experiment = scratch, "one_model_keeps_a_single_unnamed_table"
+    rng = np.random.default_rng(8)
+    for label in ("sum", "mmpareto"):
+        toy.make_run(uri, label, 0, toy.final_metrics(label, rng), experiment=experiment, rng=rng)
+    runset = load_runs(MlflowClient(uri), [experiment])
+    (table,) = conflict_tables(runset, Histories(MlflowClient(uri)), "synthetic")
+    assert table.block == "" and table.title.startswith("synthetic: conflict rate")
