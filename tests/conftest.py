@@ -30,7 +30,7 @@ def compose_cfg(tracking_uri: str) -> Iterator[Callable[..., DictConfig]]:
 
     def _compose(*overrides: str) -> DictConfig:
         GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        with initialize_config_dir(config_dir=str(CONF)):
             cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
         HydraConfig.instance().set_config(cfg)
         with open_dict(cfg):

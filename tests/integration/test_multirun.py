@@ -41,7 +41,7 @@ def test_every_sweep_definition_composes(name, tracking_uri):
     """Each sweeps/<name>.yaml is a primary config over conf/train.yaml, as `-cd sweeps -cn <name>` loads it."""
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(SWEEPS), version_base=None):
+        with initialize_config_dir(config_dir=str(SWEEPS)):
             cfg = compose(
                 config_name=name,
                 overrides=[f"hydra.searchpath=[file://{ROOT / 'conf'}]"],

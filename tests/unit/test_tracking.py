@@ -26,7 +26,7 @@ def test_callback_creates_the_store_before_jobs_start(tmp_path):
 
 def test_callback_is_configured_for_every_run():
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+    with initialize_config_dir(config_dir=str(CONF)):
         cfg = compose(config_name="train", return_hydra_config=True)
     GlobalHydra.instance().clear()
     assert cfg.hydra.callbacks.tracking_store._target_ == "framework.tracking.PrepareTrackingStore"
