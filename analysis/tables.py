@@ -226,8 +226,10 @@ def conflict_table(
                 row[f"{g}:{part}_mean"], row[f"{g}:{part}_std"], _ = mean_std(values)
         records.append(row)
     frame = pd.DataFrame(records, columns=[*keys, "n", *[f"{s}_{x}" for s in stats for x in ("mean", "std")]])
+    many = any(len(r.groups().get(g, [])) > 1 for runs in rows.values() for r in runs for g in groups)
+    condition = "cos(g_mm, g_m) < 0" + ("; on groups that three or more losses reach, any pair" if many else "")
     title = (
-        f"{_block_title(dataset, block)}: conflict rate (% of steps with cos(g_mm, g_m) < 0) per encoder, in the first third (early) "
+        f"{_block_title(dataset, block)}: conflict rate (% of steps with {condition}) per encoder, in the first third (early) "
         "and last third (late) of training and overall; share (%) of conflicting steps in the first half"
     )
     return Table(dataset, title, frame, keys, stats, headers, best={}, digits=1, block=block)
