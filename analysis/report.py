@@ -38,7 +38,7 @@ from framework.tracking import default_tracking_uri
 from . import figures
 from .claims import claim_checks
 from .runs import SUMMARY_TAG, Filter, Histories, RunSet, load_runs
-from .tables import Table, accuracy_table, conflict_tables, noise_tables, write_tables
+from .tables import Table, accuracy_table, conflict_table, noise_table, tables_per_block, write_tables
 
 
 @dataclass
@@ -121,8 +121,8 @@ def build_report(client: MlflowClient, experiments: list[str], out: Path, filter
     runset = load_runs(client, experiments, filters)
     histories = Histories(client)
     accuracy = [accuracy_table(runset, d) for d in runset.datasets]
-    conflicts = [t for d in runset.datasets for t in conflict_tables(runset, histories, d)]
-    noise = [t for d in runset.datasets for t in noise_tables(runset, histories, d)]
+    conflicts = [t for d in runset.datasets for t in tables_per_block(conflict_table, runset, histories, d)]
+    noise = [t for d in runset.datasets for t in tables_per_block(noise_table, runset, histories, d)]
     claims_md, claims = claim_checks(runset, histories)
     report = Report(out, runset, accuracy, conflicts, noise, claims_md, claims)
     files: list[Path] = []

@@ -86,21 +86,20 @@ class RunRecord:
 
     def groups(self) -> dict[str, list[str]]:
         """Parameter group -> the ``a.b`` loss pairs whose cosine is logged (``grad/G/cos/a.b``)."""
-        out: dict[str, list[str]] = defaultdict(list)
-        for key in self.metrics:
-            match = re.fullmatch(r"grad/(.+)/cos/([^/]+)", key)
-            if match:
-                out[match.group(1)].append(match.group(2))
-        return {g: sorted(p) for g, p in sorted(out.items())}
+        return {g: sorted(p) for g, p in self._logged_by_group("cos").items()}
 
     def norm_groups(self) -> dict[str, list[str]]:
         """Parameter group -> losses whose per-step gradient norm is logged (``grad/G/norm/i``)."""
+        return {g: _multimodal_first(v) for g, v in self._logged_by_group("norm").items()}
+
+    def _logged_by_group(self, kind: str) -> dict[str, list[str]]:
+        """Group -> the ``X`` of every ``grad/<group>/<kind>/X`` metric, groups sorted."""
         out: dict[str, list[str]] = defaultdict(list)
         for key in self.metrics:
-            match = re.fullmatch(r"grad/(.+)/norm/([^/]+)", key)
+            match = re.fullmatch(rf"grad/(.+)/{kind}/([^/]+)", key)
             if match:
                 out[match.group(1)].append(match.group(2))
-        return {g: _multimodal_first(v) for g, v in sorted(out.items())}
+        return dict(sorted(out.items()))
 
 
 @dataclass
@@ -123,6 +122,10 @@ class RunSet:
     experiments: list[str] = field(default_factory=list)
     """The experiments read, in the order asked for."""
 
+    target_names: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    """Dataset -> swept ``_target_`` parameter -> value -> the class name tables show, when
+    class names still tell that dataset's targets apart (else absent: shown in full)."""
+
     @property
     def datasets(self) -> list[str]:
         """Datasets in the order of the experiments asked for, then by name."""
@@ -144,11 +147,7 @@ class RunSet:
         """The run's value of ``param`` as tables show it: ``-`` when it has none; a ``_target_``
         by its class name when that still tells the dataset's targets apart."""
         value = run.params.get(param, "-")
-        if not param.endswith(TARGET_SUFFIX) or value == "-":
-            return value
-        targets = {r.params[param] for r in self.in_dataset(run.dataset) if param in r.params}
-        short = {t.rsplit(".", 1)[-1] for t in targets}
-        return value.rsplit(".", 1)[-1] if len(short) == len(targets) else value
+        return self.target_names.get(run.dataset, {}).get(param, {}).get(value, value)
 
     def row_name(self, dataset: str, key: tuple[str, ...]) -> str:
         """A legend entry for a row: the label, plus ``param=value`` for swept parameters."""
@@ -175,12 +174,12 @@ class RunSet:
         blocks = []
         params = self.swept.get(dataset, [])
         for groups in distinct:
-            keys = [k for k, s in group_sets.items() if s == groups]
+            inside = list(zip(*(k for k, s in group_sets.items() if s == groups)))[1:]  # per swept param
+            outside = list(zip(*(k for k, s in group_sets.items() if s and s != groups)))[1:]
             own = [
-                f"{short_param(p)}={keys[0][i + 1]}"
-                for i, p in enumerate(params)
-                if len({k[i + 1] for k in keys}) == 1
-                and all(k[i + 1] != keys[0][i + 1] for k, s in group_sets.items() if s and s != groups)
+                f"{short_param(p)}={mine[0]}"
+                for p, mine, theirs in zip(params, inside, outside)
+                if len(set(mine)) == 1 and mine[0] not in theirs
             ]
             name = ", ".join(own) or "groups " + ", ".join(sorted(groups))
             blocks.append((name, {k: v for k, v in rows.items() if group_sets[k] in (groups, frozenset())}))
@@ -335,7 +334,8 @@ def load_runs(
     swept, aliases = {}, {}
     for dataset in sorted({r.dataset for r in counted}):
         swept[dataset], aliases[dataset] = swept_params([r for r in counted if r.dataset == dataset])
-    runset = RunSet(counted, excluded, swept, aliases, list(experiments))
+    targets = {d: _target_names([r for r in counted if r.dataset == d], params) for d, params in swept.items()}
+    runset = RunSet(counted, excluded, swept, aliases, list(experiments), targets)
 
     # The same row and seed twice (a rerun): keep the newest, list the others.
     latest: dict[tuple, RunRecord] = {}
@@ -386,6 +386,19 @@ def swept_params(runs: Sequence[RunRecord]) -> tuple[list[str], dict[str, list[s
         partitions[partition] = name
         kept.append(name)
     return sorted(kept), aliases
+
+
+def _target_names(runs: Sequence[RunRecord], params: Sequence[str]) -> dict[str, dict[str, str]]:
+    """Swept ``_target_`` parameter -> value -> class name, where class names are unambiguous."""
+    names = {}
+    for param in params:
+        if not param.endswith(TARGET_SUFFIX):
+            continue
+        targets = {r.params[param] for r in runs if param in r.params}
+        short = {t: t.rsplit(".", 1)[-1] for t in targets}
+        if len(set(short.values())) == len(targets):
+            names[param] = short
+    return names
 
 
 def _partition(runs: Sequence[RunRecord], name: str) -> tuple:

@@ -9,7 +9,7 @@ as Markdown, LaTeX and CSV with the best entry of each column marked.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -167,14 +167,10 @@ def conflict_flags(histories: Histories, run: RunRecord, group: str) -> pd.DataF
 EARLY, LATE = 1.0 / 3.0, 2.0 / 3.0
 
 
-def conflict_tables(runset: RunSet, histories: Histories, dataset: str) -> list[Table]:
-    """:func:`conflict_table` per block of rows with the same parameter groups (one per model)."""
-    return [conflict_table(runset, histories, dataset, rows, block) for block, rows in runset.blocks_by_groups(dataset)]
-
-
-def noise_tables(runset: RunSet, histories: Histories, dataset: str) -> list[Table]:
-    """:func:`noise_table` per block of rows with the same parameter groups (one per model)."""
-    return [noise_table(runset, histories, dataset, rows, block) for block, rows in runset.blocks_by_groups(dataset)]
+def tables_per_block(make: Callable[..., Table], runset: RunSet, histories: Histories, dataset: str) -> list[Table]:
+    """``make`` (:func:`conflict_table`, :func:`noise_table`) once per block of rows with the same
+    parameter groups: one table per model when the models' groups differ."""
+    return [make(runset, histories, dataset, rows, block) for block, rows in runset.blocks_by_groups(dataset)]
 
 
 def _block_title(dataset: str, block: str) -> str:

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from analysis.claims import HELD, NOT_HELD, claim_checks
 from analysis.report import build_report, fill_writeup, main
 from analysis.runs import Filter, Histories, load_runs
-from analysis.tables import accuracy_table, conflict_tables, noise_tables, write_tables
+from analysis.tables import accuracy_table, conflict_table, noise_table, tables_per_block, write_tables
 
 
 EXPERIMENT, EPOCHS, STEPS, SEEDS = "toy", 4, 12, (0, 1, 2)  # as in conftest.py
@@ -321,7 +321,7 @@ def test_models_with_different_parameter_groups_get_one_conflict_and_noise_table
                              extra_params={"model._target_": target}, group_prefix=prefix)  # fmt: skip
     runset = load_runs(MlflowClient(uri), [experiment])
     histories = Histories(MlflowClient(uri))
-    conflicts = conflict_tables(runset, histories, "synthetic")
+    conflicts = tables_per_block(conflict_table, runset, histories, "synthetic")
     assert [t.block for t in conflicts] == ["model=CrossModalTransformer", "model=LateFusionModel"]
     transformer, late = conflicts
     assert late.title.startswith("synthetic (model=LateFusionModel): conflict rate")
@@ -333,7 +333,7 @@ def test_models_with_different_parameter_groups_get_one_conflict_and_noise_table
     first = {s: late.frame[f"{s}_mean"].iloc[0] for s in late.stats}
     assert first["encoder.weak:all"] == pytest.approx(100 / (2 * EPOCHS))
     assert transformer.frame["embed.weak:all_mean"].iloc[0] == pytest.approx(first["encoder.weak:all"])
-    noise = noise_tables(runset, histories, "synthetic")
+    noise = tables_per_block(noise_table, runset, histories, "synthetic")
     assert [t.block for t in noise] == ["model=CrossModalTransformer", "model=LateFusionModel"]
     assert all(s.startswith("embed.") for s in noise[0].stats) and all(s.startswith("encoder.") for s in noise[1].stats)
     paths = write_tables(conflicts, str(tmp_path / "conflicts"))
@@ -347,5 +347,5 @@ def test_one_model_keeps_a_single_unnamed_table(scratch, toy):
     for label in ("sum", "mmpareto"):
         toy.make_run(uri, label, 0, toy.final_metrics(label, rng), experiment=experiment, rng=rng)
     runset = load_runs(MlflowClient(uri), [experiment])
-    (table,) = conflict_tables(runset, Histories(MlflowClient(uri)), "synthetic")
+    (table,) = tables_per_block(conflict_table, runset, Histories(MlflowClient(uri)), "synthetic")
     assert table.block == "" and table.title.startswith("synthetic: conflict rate")
