@@ -24,14 +24,20 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import numpy as np
 
-from .runs import MULTIMODAL, Histories, RunRecord, RunSet, mean_std
+from framework import metric_names
+from framework.metric_names import COV_TRACE, MULTIMODAL, NORM_MEAN, NORM_STD, final_accuracy, train_loss
+
+from .grouping import ONE_JOINT, RunSet, mean_std
+from .loading import Histories
+from .records import RunRecord
 from .tables import EARLY, LATE, conflict_flags
 
 HELD, NOT_HELD, INCONCLUSIVE, NOT_MEASURED = "held", "not held", "inconclusive", "not measured"
-SUM, MGDA, MMPARETO, ONE_JOINT = "sum", "mgda", "mmpareto", "one_joint"
+SUM, MGDA, MMPARETO = "sum", "mgda", "mmpareto"
 MAGNITUDE_CONTROL, DIRECTION_CONTROL = "sum(scale=1.5)", "mmpareto(gamma=1.0)"
 
 
@@ -121,8 +127,8 @@ def compare_paired(claim: int, what: str, a_name: str, a: Sequence[float], b_nam
                       decide(diff, se, len(d), len(d)), primary, note)  # fmt: skip
 
 
-def _acc(runs: Sequence[RunRecord], head: str, kind: str = "best") -> list[float]:
-    key = f"{kind}/test/acc/{head}"
+def _acc(runs: Sequence[RunRecord], head: str, kind: Literal["best", "last"] = "best") -> list[float]:
+    key = final_accuracy(head, kind)
     return [100.0 * r.metrics[key] for r in runs if key in r.metrics]
 
 
@@ -216,12 +222,13 @@ class ClaimChecker:
         groups = sorted({(g, tuple(ls)) for r in runs for g, ls in r.norm_groups().items() if len(ls) > 1})
         for group, losses in groups:
             for uni in [loss for loss in losses if loss != MULTIMODAL]:
-                for kind, what, primary in (("norm_mean", "mean per-batch |g|", True), ("norm_std", "spread (std) of per-batch |g| within an epoch", True),
-                                            ("cov_trace", "tr Cov of per-sample gradients", True)):  # fmt: skip
-                    mm = self._per_run_mean(runs, f"grad/{group}/{kind}/{MULTIMODAL}")
-                    un = self._per_run_mean(runs, f"grad/{group}/{kind}/{uni}")
+                for kind, what, primary in ((NORM_MEAN, "mean per-batch |g|", True),
+                                            (NORM_STD, "spread (std) of per-batch |g| within an epoch", True),
+                                            (COV_TRACE, "tr Cov of per-sample gradients", True)):  # fmt: skip
+                    mm = self._per_run_mean(runs, metric_names.grad(group, kind, MULTIMODAL))
+                    un = self._per_run_mean(runs, metric_names.grad(group, kind, uni))
                     comp = compare_paired(3, f"{group}: {what}", f"unimodal ({uni})", un, MULTIMODAL, mm, primary)
-                    if kind == "cov_trace" and comp.verdict == NOT_MEASURED:
+                    if kind == COV_TRACE and comp.verdict == NOT_MEASURED:
                         comp.primary = False
                     if comp.verdict != NOT_MEASURED:
                         ratio = [x / y for x, y in zip(mm, un) if y and not (math.isnan(x) or math.isnan(y))]
@@ -276,7 +283,7 @@ class ClaimChecker:
         for label in (ONE_JOINT, SUM):
             runs = self.runs(label)
             modalities = sorted({m for r in runs for m in r.modalities})
-            losses = {m: mean_std([r.metrics.get(f"train/loss/{m}", math.nan) for r in runs])[0] for m in modalities}
+            losses = {m: mean_std([r.metrics.get(train_loss(m), math.nan) for r in runs])[0] for m in modalities}
             losses = {m: v for m, v in losses.items() if not math.isnan(v)}
             if losses:
                 weak = max(losses, key=losses.get)

@@ -24,7 +24,12 @@ from matplotlib.ticker import NullFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .runs import MULTIMODAL, Histories, RunRecord, RunSet  # noqa: E402
+from framework import metric_names  # noqa: E402
+from framework.metric_names import MULTIMODAL  # noqa: E402
+
+from .grouping import RunSet  # noqa: E402
+from .loading import Histories  # noqa: E402
+from .records import RunRecord  # noqa: E402
 from .tables import Table  # noqa: E402
 
 
@@ -63,7 +68,7 @@ def cosine_figure(runset: RunSet, histories: Histories, dataset: str, out: Path)
     palette = colors(runset, dataset)
     fig, axes = plt.subplots(1, len(pairs), figsize=(5.5 * len(pairs), 4), squeeze=False)
     for ax, (group, pair) in zip(axes[0], pairs):
-        key = f"grad/{group}/cos/{pair}"
+        key = metric_names.grad(group, metric_names.COSINE, pair)
         for row, runs in rows.items():
             having = [r for r in runs if key in r.metrics]
             if not having:
@@ -106,8 +111,8 @@ def norm_histogram_figure(runset: RunSet, histories: Histories, dataset: str, ou
             ax = axes[i][j]
             runs = rows[row]
             losses = sorted({loss for r in runs for loss in r.norm_groups().get(group, [])}, key=lambda n: (n != MULTIMODAL, n))
-            values = {loss: np.concatenate([_last_epoch(histories, r, f"grad/{group}/norm/{loss}") for r in runs])
-                      for loss in losses}  # fmt: skip
+            keys = {loss: metric_names.grad(group, metric_names.NORM, loss) for loss in losses}
+            values = {loss: np.concatenate([_last_epoch(histories, r, key) for r in runs]) for loss, key in keys.items()}
             pooled = np.concatenate([v[np.isfinite(v) & (v > 0)] for v in values.values()]) if values else np.array([])
             if pooled.size == 0:
                 ax.set_axis_off()
@@ -161,7 +166,7 @@ def conflict_rate_figure(runset: RunSet, histories: Histories, dataset: str, out
     palette = colors(runset, dataset)
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), squeeze=False)
     for ax, group in zip(axes[0], groups):
-        key = f"grad/{group}/conflict_rate"
+        key = metric_names.grad(group, metric_names.CONFLICT_RATE)
         for row, runs in rows.items():
             having = [r for r in runs if key in r.metrics]
             if not having:
@@ -183,7 +188,7 @@ def dataset_steps_per_epoch(runset: RunSet, histories: Histories, dataset: str) 
     values = []
     for run in runset.in_dataset(dataset):
         for group, losses in run.norm_groups().items():
-            value = histories.steps_per_epoch(run, f"grad/{group}/norm/{losses[0]}")
+            value = histories.steps_per_epoch(run, metric_names.grad(group, metric_names.NORM, losses[0]))
             if value:
                 values.append(value)
             break
@@ -194,23 +199,29 @@ def cov_trace_figure(runset: RunSet, histories: Histories, dataset: str, out: Pa
     from matplotlib.lines import Line2D
 
     rows = runset.rows(dataset)
-    keys = sorted({k for r in runset.in_dataset(dataset) for k in r.metrics if k.startswith("grad/") and "/cov_trace/" in k})
-    if not keys:
+    traced = {  # metric key -> (group, loss)
+        k: parsed
+        for r in runset.in_dataset(dataset)
+        for k in r.metrics
+        if (parsed := metric_names.parse_grad(k, metric_names.COV_TRACE))
+    }
+    if not traced:
         return None
-    groups = sorted({k.split("/cov_trace/")[0][len("grad/"):] for k in keys})
+    keys = sorted(traced)
+    groups = sorted({group for group, _ in traced.values()})
     palette = colors(runset, dataset)
     fallback = dataset_steps_per_epoch(runset, histories, dataset)
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), squeeze=False)
     shown: list[tuple[str, ...]] = []
     for ax, group in zip(axes[0], groups):
         for row, runs in rows.items():
-            for key in [k for k in keys if k.startswith(f"grad/{group}/cov_trace/")]:
-                loss = key.rsplit("/", 1)[1]
+            for key, loss in [(k, traced[k][1]) for k in keys if traced[k][0] == group]:
                 having = [r for r in runs if key in r.metrics]
                 if not having:
                     continue
                 series = _mean_series([histories.get(r, key) for r in having])
-                per_epoch = _steps_per_epoch(histories, having, f"grad/{group}/norm/{MULTIMODAL}") or fallback
+                norm_key = metric_names.grad(group, metric_names.NORM, MULTIMODAL)
+                per_epoch = _steps_per_epoch(histories, having, norm_key) or fallback
                 x = series.index.to_numpy() / per_epoch if per_epoch else series.index.to_numpy()
                 ax.plot(x, series.to_numpy(), ls="-" if loss == MULTIMODAL else "--", color=palette[row], lw=1.2,
                         marker=".", ms=3)  # fmt: skip

@@ -37,7 +37,8 @@ from framework.tracking import default_tracking_uri
 
 from . import figures
 from .claims import claim_checks
-from .runs import SUMMARY_TAG, Filter, Histories, RunSet, load_runs
+from .grouping import RunSet
+from .loading import SUMMARY_TAG, Filter, Histories, load_runs
 from .tables import Table, accuracy_table, conflict_table, noise_table, tables_per_block, write_tables
 
 

@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .runs import MULTIMODAL, Histories, RunRecord, RunSet, mean_std, short_param
+from framework import metric_names
+from framework.metric_names import BEST_EPOCH, MULTIMODAL, final_accuracy
+
+from .grouping import Rows, RunSet, mean_std, short_param
+from .loading import Histories
+from .records import RunRecord
 
 
 @dataclass
@@ -123,9 +128,10 @@ def accuracy_table(runset: RunSet, dataset: str) -> Table:
         row["seeds"] = " ".join(r.seed for r in runs)
         for h in heads:
             for kind in ("best", "last"):
-                values = [100.0 * r.metrics[f"{kind}/test/acc/{h}"] for r in runs if f"{kind}/test/acc/{h}" in r.metrics]
+                key = final_accuracy(h, kind)
+                values = [100.0 * r.metrics[key] for r in runs if key in r.metrics]
                 row[f"{kind}_{h}_mean"], row[f"{kind}_{h}_std"], _ = mean_std(values)
-        row["best_epoch_mean"], row["best_epoch_std"], _ = mean_std([r.metrics.get("best/epoch", math.nan) for r in runs])
+        row["best_epoch_mean"], row["best_epoch_std"], _ = mean_std([r.metrics.get(BEST_EPOCH, math.nan) for r in runs])
         records.append(row)
     frame = pd.DataFrame(records)
     title = f"{dataset}: test accuracy (%) at the best-validation epoch and at the last epoch, mean ± std over seeds"
@@ -153,13 +159,13 @@ def conflict_flags(histories: Histories, run: RunRecord, group: str) -> pd.DataF
     """
     pairs = run.groups().get(group, [])
     if len(pairs) == 1:
-        cos = histories.get(run, f"grad/{group}/cos/{pairs[0]}")
+        step_key = metric_names.grad(group, metric_names.COSINE, pairs[0])
+        cos = histories.get(run, step_key)
         frame = pd.DataFrame({"step": cos["step"], "conflict": (cos["value"] < 0).astype(float)})
-        step_key = f"grad/{group}/cos/{pairs[0]}"
     else:
-        flag = histories.get(run, f"grad/{group}/conflict")
+        step_key = metric_names.grad(group, metric_names.CONFLICT)
+        flag = histories.get(run, step_key)
         frame = pd.DataFrame({"step": flag["step"], "conflict": flag["value"].astype(float)})
-        step_key = f"grad/{group}/conflict"
     frame["frac"] = training_fraction(frame, histories.steps_per_epoch(run, step_key), run.epochs)
     return frame
 
@@ -181,7 +187,7 @@ def conflict_table(
     runset: RunSet,
     histories: Histories,
     dataset: str,
-    rows: dict[tuple[str, ...], list[RunRecord]] | None = None,
+    rows: Rows | None = None,
     block: str = "",
 ) -> Table:
     """Conflict rate (% of logged steps with cos < 0) per encoder: first third, last third, all.
@@ -243,7 +249,7 @@ def noise_table(
     runset: RunSet,
     histories: Histories,
     dataset: str,
-    rows: dict[tuple[str, ...], list[RunRecord]] | None = None,
+    rows: Rows | None = None,
     block: str = "",
 ) -> Table:
     """Per encoder and loss: per-batch gradient norm, its spread within an epoch, and the
@@ -261,8 +267,9 @@ def noise_table(
         for g, losses in run.norm_groups().items():
             pairs.extend((g, loss) for loss in losses if (g, loss) not in pairs)
     pairs.sort(key=lambda p: (p[0], p[1] != MULTIMODAL, p[1]))
-    has_cov = any(k.startswith("grad/") and "/cov_trace/" in k for r in runs_in for k in r.metrics)
-    kinds = [("norm_mean", "norm"), ("norm_std", "spread")] + ([("cov_trace", "cov tr")] if has_cov else [])
+    has_cov = any(metric_names.parse_grad(k, metric_names.COV_TRACE) for r in runs_in for k in r.metrics)
+    kinds = [(metric_names.NORM_MEAN, "norm"), (metric_names.NORM_STD, "spread")]
+    kinds += [(metric_names.COV_TRACE, "cov tr")] if has_cov else []
     stats = []
     for g, loss in pairs:
         for kind, title in kinds:
@@ -274,7 +281,7 @@ def noise_table(
         row["n"] = len(runs)
         for g, loss in pairs:
             for kind, _ in kinds:
-                values = [_mean(histories.get(r, f"grad/{g}/{kind}/{loss}")["value"]) for r in runs]
+                values = [_mean(histories.get(r, metric_names.grad(g, kind, loss))["value"]) for r in runs]
                 row[f"{g}:{kind}:{loss}_mean"], row[f"{g}:{kind}:{loss}_std"], _ = mean_std(values)
         records.append(row)
     frame = pd.DataFrame(records, columns=[*keys, "n", *[f"{s}_{x}" for s in stats for x in ("mean", "std")]])

@@ -7,11 +7,12 @@ group's parameters (flattened over all its tensors) and ``n`` the probe size::
 
 Per-sample gradients come from ``torch.func``: ``vmap`` over ``grad`` of a ``functional_call`` of
 the whole model on one sample; no Python loop over samples. Losses that reach disjoint groups are
-differentiated together, as in :class:`~framework.training.gradients.GradientEngine` (its packs),
-so a late-fusion model costs two vmapped backward passes whatever its number of modalities.
-The probe can be split into chunks (``chunk_size``); chunk means and sums of squares are merged
-with the exact parallel-variance rule (Chan et al.), so the result does not depend on chunking and
-memory holds only ``chunk_size`` per-sample gradients of one group at a time.
+differentiated together, as in :class:`~framework.training.gradients.GradientEngine` (the packs
+of its :class:`~framework.training.plan.GradientPlan`), so a late-fusion model costs two vmapped
+backward passes whatever its number of modalities. The probe can be split into chunks
+(``chunk_size``); chunk means and sums of squares are merged with the exact parallel-variance rule
+(Chan et al.), so the result does not depend on chunking and memory holds only ``chunk_size``
+per-sample gradients of one group at a time.
 
 BatchNorm: the probe runs the model in **eval mode** (running statistics; dropout off) and restores
 the previous mode afterwards. In train mode BatchNorm couples the samples of a batch, so a
@@ -29,6 +30,10 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from ..metric_names import COV_TRACE
+from ..metric_names import grad as grad_metric  # torch.func.grad is ``grad`` here
+from .plan import GradientPlan
 
 LossFn = Callable[[dict[str, Tensor], Tensor], Mapping[str, Tensor]]
 
@@ -70,18 +75,21 @@ def covariance_traces(
     inputs: Mapping[str, Tensor],
     labels: Tensor,
     groups: Mapping[str, Sequence[nn.Parameter]],
-    packs: Sequence[Sequence[str]],
-    reach: Mapping[str, Sequence[str]],
+    plan: GradientPlan,
     chunk_size: int | None = None,
     forward_kwargs: Mapping[str, object] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """``{group: {loss: tr Cov}}`` from per-sample gradients on the probe batch.
+    """``{group: {loss: tr Cov}}`` from per-sample gradients on the probe batch, groups in plan order.
 
-    ``groups`` maps group names to their parameters; ``reach[group]`` lists the losses that reach
-    it; ``packs`` are sets of losses with disjoint reach, differentiated together (see
-    :meth:`GradientEngine.plan`). ``loss_fn(logits, labels)`` returns the losses by name with mean
-    reduction; ``forward_kwargs`` are passed to the model's ``forward``.
+    ``groups`` maps group names to their parameters (``model.parameter_groups()``; every group of
+    the plan must be there); ``plan`` says which losses reach which group (``plan.reach``) and which
+    losses are differentiated together (``plan.packs``: disjoint reach). ``loss_fn(logits, labels)``
+    returns the losses by name with mean reduction; ``forward_kwargs`` are passed to the model's
+    ``forward``.
     """
+    missing = [g for g in plan.groups if g not in groups]
+    if missing:
+        raise ValueError(f"the plan's groups {missing} have no parameters in groups {sorted(groups)}")
     n = _batch_of(inputs)
     if n < 1 or labels.shape[0] != n:
         raise ValueError(f"probe needs matching non-empty inputs and labels, got {n} and {labels.shape[0]}")
@@ -97,8 +105,8 @@ def covariance_traces(
         # vmap has batching rules for the math attention kernel only (the fused kernels fall back to a
         # slow per-sample loop with a warning each call); the math kernel computes the same gradients
         with torch.no_grad(), sdpa_kernel(SDPBackend.MATH):  # no_grad: torch.func.grad ignores it
-            for pack in packs:
-                reached = [g for g in groups if any(loss in reach.get(g, ()) for loss in pack)]
+            for pack in plan.packs:
+                reached = plan.groups_reached_by(pack)
                 if not reached:
                     continue
                 names = {g: [name_of[id(p)] for p in groups[g]] for g in reached}
@@ -122,13 +130,13 @@ def covariance_traces(
                             moment.add(grads[name].reshape(grads[name].shape[0], -1))
                     del grads
                 for g in reached:
-                    owner = next(loss for loss in pack if loss in reach[g])
-                    traces.setdefault(g, {})[owner] = sum(m.m2 for m in moments[g]) / n
+                    loss_reaching_group = plan.loss_of_pack(pack, g)
+                    traces.setdefault(g, {})[loss_reaching_group] = sum(m.m2 for m in moments[g]) / n
     finally:
         model.train(was_training)
-    return {g: traces[g] for g in groups if g in traces}
+    return {g: traces[g] for g in plan.groups if g in traces}
 
 
 def covariance_trace_metrics(traces: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     """``grad/<group>/cov_trace/<loss>`` for each group and loss."""
-    return {f"grad/{g}/cov_trace/{loss}": value for g, by_loss in traces.items() for loss, value in by_loss.items()}
+    return {grad_metric(g, COV_TRACE, loss): value for g, by_loss in traces.items() for loss, value in by_loss.items()}

@@ -1,7 +1,8 @@
 """Gradient-conflict statistics per parameter group, under one naming scheme.
 
 ``G`` is a parameter group (``encoder.<modality>`` for late fusion), ``i, j`` are loss names
-(``multimodal``, then one per modality). Every integrator logs the same names.
+(``multimodal``, then one per modality). Every integrator logs the same names
+(built by :mod:`framework.metric_names`).
 
 Per step, every ``statistics.log_every`` steps (the metric's step is the global training step)::
 
@@ -39,9 +40,22 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..metric_names import (
+    CONFLICT,
+    CONFLICT_RATE,
+    NORM,
+    NORM_MEAN,
+    NORM_RATIO,
+    NORM_STD,
+    UPDATE_TO_SUM,
+    WEIGHT,
+    cosine,
+    grad,
+)
 from ..data.base import MultimodalDataset
-from .gradients import GradientEngine, GroupStep
+from ..models.base import MultimodalModel
 from .noise import LossFn, covariance_trace_metrics, covariance_traces
+from .plan import GradientPlan, GroupDecision
 
 
 @dataclass
@@ -65,25 +79,23 @@ class StatisticsSettings:
             raise ValueError(f"statistics.probe_chunk must be >= 1 or null, got {self.probe_chunk}")
 
 
-def step_metrics(steps: list[GroupStep]) -> dict[str, float]:
+def step_metrics(decisions: list[GroupDecision]) -> dict[str, float]:
     metrics: dict[str, float] = {}
-    for step in steps:
-        prefix = f"grad/{step.group}"
-        d = step.decision
-        norms, cosine, weights = d.norms.tolist(), d.cosine.tolist(), d.weights.tolist()
-        names = step.losses
+    for group_decision in decisions:
+        group, d, losses = group_decision.group, group_decision.decision, group_decision.losses
+        norms, cosines, weights = d.norms.tolist(), d.cosine.tolist(), d.weights.tolist()
         conflict = False
-        for i, a in enumerate(names):
-            metrics[f"{prefix}/norm/{a}"] = norms[i]
-            metrics[f"{prefix}/weight/{a}"] = weights[i]
-            for j in range(i + 1, len(names)):
-                metrics[f"{prefix}/cos/{a}.{names[j]}"] = cosine[i][j]
-                conflict |= cosine[i][j] < 0
+        for i, a in enumerate(losses):
+            metrics[grad(group, NORM, a)] = norms[i]
+            metrics[grad(group, WEIGHT, a)] = weights[i]
+            for j in range(i + 1, len(losses)):
+                metrics[cosine(group, a, losses[j])] = cosines[i][j]
+                conflict |= cosines[i][j] < 0
             if i > 0:
-                metrics[f"{prefix}/norm_ratio/{a}"] = norms[0] / norms[i] if norms[i] > 0 else math.nan
-        metrics[f"{prefix}/conflict"] = float(conflict)
+                metrics[grad(group, NORM_RATIO, a)] = norms[0] / norms[i] if norms[i] > 0 else math.nan
+        metrics[grad(group, CONFLICT)] = float(conflict)
         sum_norm = d.sum_norm
-        metrics[f"{prefix}/update_to_sum"] = d.update_norm / sum_norm if sum_norm > 0 else math.nan
+        metrics[grad(group, UPDATE_TO_SUM)] = d.update_norm / sum_norm if sum_norm > 0 else math.nan
     return metrics
 
 
@@ -97,22 +109,23 @@ class EpochStatistics:
         self._conflicts: dict[str, list[float]] = defaultdict(list)
         self._norms: dict[tuple[str, str], list[float]] = defaultdict(list)
 
-    def observe(self, steps: list[GroupStep]) -> None:
-        for step in steps:
-            gram = step.decision.gram
-            k = len(step.losses)
+    def observe(self, decisions: list[GroupDecision]) -> None:
+        for group_decision in decisions:
+            gram = group_decision.decision.gram
+            k = len(group_decision.losses)
             # cosine < 0 exactly when the Gram entry is < 0 (zero gradients have cosine 0)
             conflict = bool((gram[torch.triu_indices(k, k, offset=1).unbind()] < 0).any()) if k > 1 else False
-            self._conflicts[step.group].append(float(conflict))
-            for name, norm in zip(step.losses, step.decision.norms.tolist()):
-                self._norms[(step.group, name)].append(norm)
+            self._conflicts[group_decision.group].append(float(conflict))
+            for loss, norm in zip(group_decision.losses, group_decision.decision.norms.tolist()):
+                self._norms[(group_decision.group, loss)].append(norm)
 
     def summary(self) -> dict[str, float]:
-        metrics = {f"grad/{g}/conflict_rate": sum(v) / len(v) for g, v in self._conflicts.items() if v}
-        for (group, name), values in self._norms.items():
+        metrics = {grad(g, CONFLICT_RATE): sum(v) / len(v) for g, v in self._conflicts.items() if v}
+        for (group, loss), values in self._norms.items():
             mean = sum(values) / len(values)
-            metrics[f"grad/{group}/norm_mean/{name}"] = mean
-            metrics[f"grad/{group}/norm_std/{name}"] = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+            metrics[grad(group, NORM_MEAN, loss)] = mean
+            spread = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+            metrics[grad(group, NORM_STD, loss)] = spread
         return metrics
 
 
@@ -133,7 +146,8 @@ class GradientStatistics:
     """What the trainer records: step metrics, per-epoch summaries and the probe's noise traces.
 
     ``probe`` is the fixed probe batch (already on the model's device) or ``None`` to disable the
-    covariance traces. Methods return metric mappings; the caller logs each mapping in one call.
+    covariance traces (:meth:`for_training` builds it). Methods return metric mappings; the caller
+    logs each mapping in one call.
     """
 
     def __init__(
@@ -147,6 +161,22 @@ class GradientStatistics:
         self.detach_unimodal = detach_unimodal
         self.epoch = EpochStatistics()
 
+    @classmethod
+    def for_training(
+        cls, settings: StatisticsSettings, train: MultimodalDataset, device: torch.device, detach_unimodal: bool
+    ) -> GradientStatistics:
+        """Statistics for a training run on ``train``: with the fixed probe batch of
+        ``settings.probe_size`` train samples on ``device`` when ``noise_every`` and ``probe_size``
+        are set, else without a probe (no covariance traces)."""
+        probe = None
+        if settings.noise_every and settings.probe_size:
+            inputs, labels = probe_batch(train, settings.probe_size, settings.probe_seed)
+            probe = (
+                {m: t.to(device, non_blocking=True) for m, t in inputs.items()},
+                labels.to(device, non_blocking=True),
+            )
+        return cls(settings, probe, detach_unimodal=detach_unimodal)
+
     def wants_step(self, step: int) -> bool:
         every = self.settings.log_every
         return bool(every) and step % every == 0
@@ -155,26 +185,26 @@ class GradientStatistics:
         every = self.settings.noise_every
         return self.probe is not None and bool(every) and bool(self.settings.probe_size) and step % every == 0
 
-    def record_step(self, step: int, steps: list[GroupStep]) -> dict[str, float]:
-        """Observe the step for the epoch summary; return its step metrics if this step logs."""
-        if not steps:
+    def record_step(self, step: int, decisions: list[GroupDecision]) -> dict[str, float]:
+        """Observe the step's decisions for the epoch summary; return its step metrics if this step logs."""
+        if not decisions:
             return {}
-        self.epoch.observe(steps)
-        return step_metrics(steps) if self.wants_step(step) else {}
+        self.epoch.observe(decisions)
+        return step_metrics(decisions) if self.wants_step(step) else {}
 
-    def noise(self, engine: GradientEngine, loss_fn: LossFn) -> dict[str, float]:
-        """Covariance traces on the probe batch; needs ``engine`` to have planned (one step done)."""
-        if self.probe is None or engine.reach is None:
+    def noise(self, model: MultimodalModel, plan: GradientPlan, loss_fn: LossFn) -> dict[str, float]:
+        """Covariance traces on the probe batch, on the groups and packs of the engine's ``plan``
+        (:attr:`GradientEngine.plan`, known after its first backward); ``{}`` without a probe."""
+        if self.probe is None:
             return {}
         inputs, labels = self.probe
         traces = covariance_traces(
-            engine.model,
+            model,
             loss_fn,
             inputs,
             labels,
-            engine.groups,
-            engine.packs,
-            engine.reach,
+            model.parameter_groups(),
+            plan,
             chunk_size=self.settings.probe_chunk,
             forward_kwargs={"detach_unimodal": self.detach_unimodal},
         )

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from analysis.claims import HELD, NOT_HELD, claim_checks
 from analysis.report import build_report, fill_writeup, main
-from analysis.runs import Filter, Histories, load_runs
+from analysis.loading import Filter, Histories, load_runs
 from analysis.tables import accuracy_table, conflict_table, noise_table, tables_per_block, write_tables
 
 

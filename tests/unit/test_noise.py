@@ -16,16 +16,17 @@ from framework.models.late_fusion import LateFusionModel
 from framework.data.base import DatasetSpec
 from framework.training.gradients import GradientEngine
 from framework.training.noise import covariance_trace_metrics, covariance_traces
+from framework.training.plan import GradientPlan
 
 MODALITIES = {"a": {"dim": 7, "signal": 1.0}, "b": {"dim": 5, "signal": 0.3}, "c": {"dim": 4, "signal": 0.6}}
 
 
-def planned(model, inputs, labels, loss=None):
+def planned(model, inputs, labels, loss=None) -> GradientPlan:
+    """The engine's plan for ``model`` (who reaches which group, the packs); no backward, no ``.grad``."""
     loss = loss or MultitaskLoss()
     engine = GradientEngine(model, get_integrator("sum"))
     features = model.encode(inputs)
-    engine.plan(features, loss(model.classify(features, detach_unimodal=loss.detach_unimodal), labels))
-    return engine
+    return engine.make_plan(features, loss(model.classify(features, detach_unimodal=loss.detach_unimodal), labels))
 
 
 def brute_force(model, loss, inputs, labels, groups, reach, detach=False):
@@ -56,9 +57,9 @@ def test_trace_matches_brute_force_loop_over_samples(chunk, num_modalities):
     inputs, labels = splits.train.batch(torch.arange(13))
     inputs = {m: t.double() for m, t in inputs.items()}
     loss = MultitaskLoss()
-    engine = planned(model, inputs, labels)
-    got = covariance_traces(model, loss, inputs, labels, engine.groups, engine.packs, engine.reach, chunk_size=chunk)
-    expected = brute_force(model, loss, inputs, labels, engine.groups, engine.reach)
+    plan = planned(model, inputs, labels)
+    got = covariance_traces(model, loss, inputs, labels, model.parameter_groups(), plan, chunk_size=chunk)
+    expected = brute_force(model, loss, inputs, labels, model.parameter_groups(), plan.reach)
     assert got.keys() == expected.keys() == set(model.parameter_groups())
     for group in expected:
         assert got[group].keys() == expected[group].keys() == {"multimodal", group.split(".")[1]}
@@ -76,16 +77,16 @@ def test_batchnorm_model_uses_eval_mode_and_leaves_buffers_and_mode_alone():
     model.train()
     model(inputs)  # move the running statistics away from their initial values
     loss = MultitaskLoss()
-    engine = planned(model, inputs, labels)
+    plan = planned(model, inputs, labels)
     buffers = {k: v.clone() for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
-    got = covariance_traces(model, loss, inputs, labels, engine.groups, engine.packs, engine.reach, chunk_size=4)
+    got = covariance_traces(model, loss, inputs, labels, model.parameter_groups(), plan, chunk_size=4)
     assert model.training
     assert torch.equal(torch.get_rng_state(), rng)
     for k, v in model.state_dict().items():
         assert torch.equal(v, buffers[k]), k
     assert all(p.grad is None for p in model.parameters())
-    expected = brute_force(model, loss, inputs, labels, engine.groups, engine.reach)
+    expected = brute_force(model, loss, inputs, labels, model.parameter_groups(), plan.reach)
     for group in expected:
         for name, value in expected[group].items():
             assert got[group][name] == pytest.approx(value, rel=1e-9)
@@ -98,11 +99,11 @@ def test_one_joint_traces_only_the_multimodal_loss():
     inputs, labels = splits.train.batch(torch.arange(9))
     inputs = {m: t.double() for m, t in inputs.items()}
     loss = MultitaskLoss(detach_unimodal=True)
-    engine = planned(model, inputs, labels, loss)
+    plan = planned(model, inputs, labels, loss)
     got = covariance_traces(
-        model, loss, inputs, labels, engine.groups, engine.packs, engine.reach, forward_kwargs={"detach_unimodal": True}
+        model, loss, inputs, labels, model.parameter_groups(), plan, forward_kwargs={"detach_unimodal": True}
     )
-    expected = brute_force(model, loss, inputs, labels, engine.groups, engine.reach, detach=True)
+    expected = brute_force(model, loss, inputs, labels, model.parameter_groups(), plan.reach, detach=True)
     assert {g: set(v) for g, v in got.items()} == {g: {"multimodal"} for g in model.parameter_groups()}
     for group in expected:
         assert got[group]["multimodal"] == pytest.approx(expected[group]["multimodal"], rel=1e-10)
@@ -115,8 +116,8 @@ def test_identical_samples_have_zero_trace():
     model = LateFusionModel(splits.spec, partial(MLPEncoder, hidden=[8], dim=4), ConcatFusion).double()
     inputs, labels = splits.train.batch(torch.zeros(5, dtype=torch.long))
     inputs = {m: t.double() for m, t in inputs.items()}
-    engine = planned(model, inputs, labels)
-    got = covariance_traces(model, MultitaskLoss(), inputs, labels, engine.groups, engine.packs, engine.reach, chunk_size=2)
+    plan = planned(model, inputs, labels)
+    got = covariance_traces(model, MultitaskLoss(), inputs, labels, model.parameter_groups(), plan, chunk_size=2)
     assert all(abs(v) < 1e-20 for by_loss in got.values() for v in by_loss.values())
 
 
@@ -133,14 +134,27 @@ def test_attention_model_matches_brute_force_without_fallback_warnings():
     inputs = {m: torch.randn(6, *shape, dtype=torch.float64) for m, shape in spec.modalities.items()}
     labels = torch.randint(4, (6,))
     loss = MultitaskLoss()
-    engine = planned(model, inputs, labels)
+    plan = planned(model, inputs, labels)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        got = covariance_traces(model, loss, inputs, labels, engine.groups, engine.packs, engine.reach)
-    expected = brute_force(model, loss, inputs, labels, engine.groups, engine.reach)
+        got = covariance_traces(model, loss, inputs, labels, model.parameter_groups(), plan)
+    expected = brute_force(model, loss, inputs, labels, model.parameter_groups(), plan.reach)
     assert got.keys() == expected.keys() == set(model.parameter_groups())
     assert any(len(by_loss) == 3 for by_loss in expected.values())  # cross-attention: shared groups
     for group in expected:
         assert got[group].keys() == expected[group].keys()
         for name, value in expected[group].items():
             assert got[group][name] == pytest.approx(value, rel=1e-9, abs=1e-14)
+
+
+def test_a_plan_group_without_parameters_is_an_error():
+    torch.manual_seed(0)
+    splits = synthetic_splits(dict(list(MODALITIES.items())[:2]), train_size=16, seed=1)
+    model = LateFusionModel(splits.spec, partial(MLPEncoder, hidden=[8], dim=4), ConcatFusion).double()
+    inputs, labels = splits.train.batch(torch.arange(4))
+    inputs = {m: t.double() for m, t in inputs.items()}
+    plan = planned(model, inputs, labels)
+    groups = model.parameter_groups()
+    del groups["encoder.a"]
+    with pytest.raises(ValueError, match="encoder.a"):
+        covariance_traces(model, MultitaskLoss(), inputs, labels, groups, plan)
