@@ -2,11 +2,26 @@
 
 >>> from framework.integrators import get_integrator
 >>> integrator = get_integrator("mmpareto", gamma=1.5)
->>> update = integrator(grads, segments=sizes)  # grads: (k, d), row 0 the multimodal loss
+>>> update, decision = integrator(grads, segments=sizes)  # grads: (k, d), one row per loss
+>>> decision.weights, decision.cosine
+
+A new method is one file here (a subclass of :class:`Integrator` with ``weights(gram)``, and a
+:class:`MagnitudeRule` if it needs one), registered with ``@register("name")`` and imported below,
+plus one config file ``conf/integrator/<name>.yaml``.
 """
 
-from . import mgda, mmpareto, pcgrad, sum  # noqa: F401  (each registers itself)
-from .base import Decision, Integrator, cosine_from_gram, tensor_grams
+# Each module registers itself; the registration order is the order of rows in reports.
+from . import sum, pcgrad, mgda, mmpareto, upgrad  # noqa: F401, I001
+from .base import Decision, Integration, Integrator, MagnitudeRule, cosine_from_gram
 from .registry import INTEGRATORS, get_integrator, register
 
-__all__ = ["INTEGRATORS", "Decision", "Integrator", "cosine_from_gram", "get_integrator", "register", "tensor_grams"]
+__all__ = [
+    "INTEGRATORS",
+    "Decision",
+    "Integration",
+    "Integrator",
+    "MagnitudeRule",
+    "cosine_from_gram",
+    "get_integrator",
+    "register",
+]

@@ -1,32 +1,48 @@
-"""Base class of integrators: turn the per-loss gradients on one parameter group into one update.
+"""Base classes of integrators: turn the per-loss gradients on one parameter group into one update.
 
-An integrator sees the group as ``k`` per-loss gradients, each split into the group's parameter
-tensors. Every integrator here decides from Gram matrices of those gradients (group-level and
-per-tensor), so the trainer never has to flatten a group into one vector: the Gram matrices are
-accumulated tensor by tensor and the update is applied tensor by tensor with ``torch._foreach``
-ops. The flat ``(k, d)`` API of :meth:`Integrator.__call__` runs the very same code on views.
+An integrator is split, as torchjd's aggregators are, into *what to weigh* and *how to combine*:
+
+- :meth:`Integrator.weights` is the method: a function of the group Gram matrix
+  ``G[i, j] = <g_i, g_j>`` giving the coefficients ``w`` of the update direction
+  ``d = sum_i w_i g_i``.
+- An optional :class:`MagnitudeRule` maps the per-tensor Gram matrices and the direction's
+  per-tensor norms to per-tensor scales ``s_p`` (MMPareto's restore-and-enlarge rule lives there).
+- The combine step, ``update_p = s_p * sum_i w_i g_{i,p}``, is written once, here.
+
+The group is never flattened: Gram matrices are accumulated tensor by tensor and the update is
+written tensor by tensor. The flat ``(k, d)`` API of :meth:`Integrator.__call__` runs the very
+same code on views. Every call returns the update together with its :class:`Decision`.
+
+Capabilities the trainer reads instead of testing a method's name:
+
+- :meth:`Integrator.fixed_combination`: the weights when they do not depend on the gradients and no
+  magnitude rule applies (then the update is a fixed linear combination, and the engine can use
+  one backward pass of the weighted losses when nothing else needs the per-loss gradients);
+- :attr:`Integrator.label_params`: which hyperparameters a run's label shows when they differ
+  from their defaults.
 """
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
 import torch
 from torch import Tensor
 
-TensorLists = list[list[Tensor]]
-"""``grads[i][p]``: the gradient of loss ``i`` on parameter tensor ``p`` of the group."""
+from ._kernels import TensorLists, accumulate, foreach, robust_norms, tensor_grams, working_dtype
 
 
 @dataclass(frozen=True)
 class Decision:
     """What an integrator decided for one group on one step (CPU, float64).
 
-    ``gram`` is the group Gram matrix ``G[i, j] = <g_i, g_j>``; ``weights`` are the integrator's
-    weights on the per-loss gradients (before any magnitude rule); ``update_norm`` is ``|update|``.
+    ``gram`` is the group Gram matrix ``G[i, j] = <g_i, g_j>``; ``weights`` are the coefficients of
+    the update direction ``sum_i w_i g_i`` (before any magnitude rule); ``update_norm`` is
+    ``|update|``.
     """
 
     gram: Tensor
@@ -46,6 +62,16 @@ class Decision:
         return float(self.gram.sum().clamp_min(0).sqrt())
 
 
+U = TypeVar("U", Tensor, list[Tensor])
+
+
+class Integration(NamedTuple, Generic[U]):
+    """An update (a ``(d,)`` tensor, or one tensor per parameter) and the decision behind it."""
+
+    update: U
+    decision: Decision
+
+
 def cosine_from_gram(gram: Tensor) -> Tensor:
     """Pairwise cosines; 0 where either gradient is zero."""
     norms = gram.diagonal().clamp_min(0).sqrt()
@@ -54,123 +80,72 @@ def cosine_from_gram(gram: Tensor) -> Tensor:
     return torch.where(denom > 0, gram / safe, torch.zeros_like(gram)).clamp(-1.0, 1.0)
 
 
-LOW_PRECISION = (torch.float16, torch.bfloat16)
+class MagnitudeRule(ABC):
+    """Per-tensor scales of an integrator's direction ``d = sum_i w_i g_i``."""
 
+    @abstractmethod
+    def scales(self, grams: Tensor, direction_norms: Tensor, dtype: torch.dtype) -> Tensor:
+        """``(P,)`` float64 scales from the ``(P, k, k)`` per-tensor ``grams`` and ``|d_p|``.
 
-def _working(t: Tensor) -> Tensor:
-    return t.float() if t.dtype in LOW_PRECISION else t
+        ``dtype`` is the working precision of the gradients (for round-off thresholds).
+        """
 
-
-def robust_norms(tensors: list[Tensor]) -> Tensor:
-    """Per-tensor 2-norms as float64 on CPU, free of overflow and underflow.
-
-    Norms are taken in the tensors' precision (float32 for half types); a tensor whose norm came
-    out non-finite, or zero, is measured again in float64.
-    """
-    norms = torch.stack(torch._foreach_norm([_working(t) for t in tensors])).double().cpu()
-    for p in torch.nonzero(~torch.isfinite(norms) | (norms == 0)).flatten().tolist():
-        norms[p] = tensors[p].double().norm()
-    return norms
-
-
-def _dot(a: Tensor, b: Tensor) -> Tensor:
-    """``<a, b>`` as a ``(1,)`` tensor. A ``(1, n) x (n,)`` matrix-vector product: on CPU (MKL,
-    2 threads) ``torch.dot`` measured about 5 ms per call whatever the size, ``torch.mv`` 100x less."""
-    return torch.mv(a.reshape(1, -1), b.reshape(-1))
-
-
-def tensor_grams(grads: TensorLists) -> Tensor:
-    """Per-tensor Gram matrices ``G_p[i, j] = <g_{i,p}, g_{j,p}>``, shape ``(P, k, k)``, float64 on CPU.
-
-    Dot products run in the gradients' precision (float32 for half types). Tensors where that
-    overflows or underflows (a non-finite entry, or a zero norm) are recomputed in float64.
-    """
-    k, num_tensors = len(grads), len(grads[0])
-    grams = torch.empty(num_tensors, k, k, dtype=torch.float64)
-    for i in range(k):
-        grams[:, i, i] = torch.stack(torch._foreach_norm([_working(t) for t in grads[i]])).double().cpu().square()
-        for j in range(i + 1, k):
-            dots = torch.cat([_dot(_working(a), _working(b)) for a, b in zip(grads[i], grads[j])])
-            grams[:, i, j] = grams[:, j, i] = dots.double().cpu()
-    diagonal = grams.diagonal(dim1=1, dim2=2)
-    suspect = ~torch.isfinite(grams).all(dim=(1, 2)) | (diagonal == 0).any(dim=1)
-    for p in torch.nonzero(suspect).flatten().tolist():
-        rows = torch.stack([grads[i][p].double().reshape(-1) for i in range(k)])
-        grams[p] = rows @ rows.T
-    return grams
-
-
-def accumulate(grads: TensorLists, coefficients: Tensor, inplace: bool) -> tuple[list[Tensor], float]:
-    """``(t, f)`` with ``f * t[p] = sum_i coefficients[i] * grads[i][p]``, in few passes over memory.
-
-    With ``(k,)`` coefficients and ``f = max_i |c_i|``: ``t = (c_0 / f) g_0`` (no pass when
-    ``c_0 = f``), then one fused ``t += (c_i / f) g_i`` pass per other loss. Every factor is at most
-    1 in magnitude, so nothing overflows that the plain sum would not. ``t`` lives in ``grads[0]``
-    (``inplace``) or in a copy of it; other rows are read only. The caller folds ``f`` into its
-    final scaling pass. ``(P, k)`` coefficients are applied term by term, with ``f = 1``.
-    """
-    k = len(grads)
-    first = grads[0] if inplace else [g.clone() for g in grads[0]]
-    if coefficients.dim() == 1:
-        c = coefficients.tolist()
-        lead = max(abs(x) for x in c)
-        if lead == 0.0:
-            torch._foreach_mul_(first, 0.0)
-            return first, 1.0
-        if c[0] != lead:
-            torch._foreach_mul_(first, c[0] / lead)
-        for i in range(1, k):
-            if c[i] != 0.0:
-                torch._foreach_add_(first, grads[i], alpha=c[i] / lead)
-        return first, float(lead)
-    columns = coefficients.T.tolist()
-    torch._foreach_mul_(first, columns[0])
-    for i in range(1, k):
-        torch._foreach_add_(first, torch._foreach_mul(grads[i], columns[i]))
-    return first, 1.0
-
-
-def combine(grads: TensorLists, coefficients: Tensor, inplace: bool) -> list[Tensor]:
-    """``out[p] = sum_i coefficients[p, i] * grads[i][p]``; ``coefficients`` is ``(k,)`` or ``(P, k)``.
-
-    With ``inplace`` the result is written into ``grads[0]`` and the other lists are left as they are.
-    """
-    out, factor = accumulate(grads, coefficients, inplace)
-    if factor != 1.0:
-        torch._foreach_mul_(out, factor)
-    assert len(out) == len(grads[0])
-    return out
+    def hparams(self) -> dict[str, Any]:
+        return {}
 
 
 class Integrator(ABC):
     """Turns ``k`` per-loss gradients on one parameter group into one update.
 
-    Row (loss) 0 is the multimodal loss. A single loss passes through unchanged (a parameter that
-    one loss reaches gets its plain gradient). After each call, :attr:`last` holds the
-    :class:`Decision` for logging.
+    A single loss passes through unchanged (a parameter that one loss reaches gets its plain
+    gradient). Subclasses implement :meth:`weights` and may set :attr:`magnitude`.
     """
 
-    name: str = ""
+    name: ClassVar[str] = ""
+    label_params: ClassVar[tuple[str, ...] | None] = None
+    """Hyperparameters a run label shows when changed from their default (``None``: all)."""
 
-    def __init__(self) -> None:
-        self.last: Decision | None = None
+    magnitude: MagnitudeRule | None = None
 
     @abstractmethod
-    def integrate(self, grads: TensorLists, grams: Tensor, inplace: bool = False) -> list[Tensor]:
-        """Return the per-tensor update from per-loss per-tensor ``grads`` and their ``(P, k, k)`` ``grams``."""
+    def weights(self, gram: Tensor) -> Tensor:
+        """``(k,)`` float64 coefficients of the update direction, from the ``(k, k)`` group Gram matrix."""
 
-    def integrate_tensors(self, grads: TensorLists, inplace: bool = False) -> list[Tensor]:
-        """Tensor-by-tensor entry point used by the trainer (``inplace`` reuses ``grads``' storage)."""
+    def fixed_weights(self, k: int) -> Tensor | None:
+        """The weights for ``k`` losses if they never depend on the gradients, else ``None``."""
+        del k
+        return None
+
+    def fixed_combination(self, k: int) -> Tensor | None:
+        """The weights for ``k`` losses when the update is a fixed linear combination of the
+        gradients (fixed weights, no magnitude rule); ``None`` otherwise."""
+        return None if self.magnitude is not None else self.fixed_weights(k)
+
+    def integrate(self, grads: TensorLists, inplace: bool = False) -> Integration[list[Tensor]]:
+        """The per-tensor update from per-loss per-tensor ``grads`` (``inplace`` reuses ``grads[0]``)."""
         if len(grads) == 0 or len(grads[0]) == 0:
             raise ValueError("integrator needs at least one loss and one parameter tensor")
         grams = tensor_grams(grads)
-        if len(grads) == 1:
+        k = len(grads)
+        if k == 1:
             update = grads[0] if inplace else [g.clone() for g in grads[0]]
-            self.last = record(grams, torch.ones(1, dtype=torch.float64), update)
-            return update
-        return self.integrate(grads, grams, inplace=inplace)
+            return Integration(update, _decision(grams, torch.ones(1, dtype=torch.float64), robust_norms(update)))
+        weights = self.weights(grams.sum(0)).detach().double().cpu()
+        if weights.shape != (k,):
+            raise ValueError(f"{self.name or type(self).__name__}: weights must have shape ({k},), got {tuple(weights.shape)}")
+        # d = factor * base: one fused pass forms base; a magnitude rule and the factor then go in
+        # one multiplication pass per group.
+        base, factor = accumulate(grads, weights, inplace)
+        direction_norms = robust_norms(base) * abs(factor)
+        if self.magnitude is None:
+            if factor != 1.0:
+                foreach.mul_(base, factor)
+            return Integration(base, _decision(grams, weights, direction_norms))
+        scales = self.magnitude.scales(grams, direction_norms, working_dtype(base[0]))
+        foreach.mul_(base, (scales * factor).tolist())
+        return Integration(base, _decision(grams, weights, scales * direction_norms))
 
-    def __call__(self, grads: Tensor, segments: Sequence[int] | None = None) -> Tensor:
+    def __call__(self, grads: Tensor, segments: Sequence[int] | None = None) -> Integration[Tensor]:
         """Combine a ``(k, d)`` matrix of per-loss gradients into a ``(d,)`` update.
 
         ``segments`` are the sizes of the group's parameter tensors, in order (default: one).
@@ -181,7 +156,8 @@ class Integrator(ABC):
         if sum(sizes) != grads.shape[1] or any(s < 0 for s in sizes):
             raise ValueError(f"segments {sizes} must be non-negative and sum to d={grads.shape[1]}")
         per_loss = [list(torch.split(row, sizes)) for row in grads]
-        return torch.cat(self.integrate_tensors(per_loss, inplace=False))
+        update, decision = self.integrate(per_loss, inplace=False)
+        return Integration(torch.cat(update), decision)
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -189,16 +165,28 @@ class Integrator(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         del state
 
+    def hparams(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this integrator."""
+        return {}
+
+    def label(self) -> str:
+        """``name`` or ``name(p=v,...)`` with the label parameters that differ from their defaults."""
+        defaults = {
+            name: p.default
+            for name, p in inspect.signature(type(self).__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty
+        }
+        shown = self.label_params
+        changed = {
+            k: v for k, v in self.hparams().items() if (shown is None or k in shown) and defaults.get(k, object()) != v
+        }
+        suffix = ",".join(f"{k}={v}" for k, v in changed.items())
+        return f"{self.name}({suffix})" if suffix else self.name
+
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.hparams().items())
         return f"{type(self).__name__}({params})"
 
-    def hparams(self) -> dict[str, Any]:
-        return {}
 
-
-def record(grams: Tensor, weights: Tensor, update: list[Tensor], update_norm: float | None = None) -> Decision:
-    """The decision for logging; ``update_norm`` is measured from ``update`` unless given."""
-    if update_norm is None:
-        update_norm = float(robust_norms(update).square().sum().sqrt()) if update else 0.0
-    return Decision(gram=grams.sum(0), weights=weights.detach().double().cpu(), update_norm=update_norm)
+def _decision(grams: Tensor, weights: Tensor, update_norms: Tensor) -> Decision:
+    return Decision(gram=grams.sum(0), weights=weights, update_norm=float(update_norms.square().sum().sqrt()))

@@ -8,17 +8,14 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .base import Integrator, TensorLists, combine, record
+from .base import Integrator
 from .min_norm import min_norm_weights
 from .registry import register
 
 
 @register("mgda")
 class MGDA(Integrator):
-    """``update = sum_i a_i g_i`` with ``a`` the exact min-norm weights on the simplex (group Gram)."""
+    """``update = sum_i a_i g_i`` with ``a`` the exact min-norm weights on the simplex."""
 
-    def integrate(self, grads: TensorLists, grams: Tensor, inplace: bool = False) -> list[Tensor]:
-        weights = min_norm_weights(grams.sum(0))
-        update = combine(grads, weights, inplace)
-        self.last = record(grams, weights, update)
-        return update
+    def weights(self, gram: Tensor) -> Tensor:
+        return min_norm_weights(gram)

@@ -12,16 +12,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import Integrator, TensorLists, accumulate, cosine_from_gram, record, robust_norms
+from .base import Integrator, cosine_from_gram
+from .magnitude import RestoreAndEnlarge
 from .min_norm import min_norm_weights, two_vector_weight
 from .registry import register
 
-RESCALE_CHOICES = ("tensor", "group")
 REFERENCE_CLIP = (0.001, 0.999)
 
 
 def mmpareto_weights(gram: Tensor) -> Tensor:
-    """Uniform ``1/k`` when every pairwise cosine is > 0, else the min-norm weights.
+    """The simplex weights ``a``: uniform ``1/k`` when every pairwise cosine is > 0, else min-norm.
 
     With two losses the min-norm weight is clipped to ``[0.001, 0.999]`` as the reference solver does.
     """
@@ -36,51 +36,16 @@ def mmpareto_weights(gram: Tensor) -> Tensor:
     return min_norm_weights(gram)
 
 
-def _working_dtype(t: Tensor) -> torch.dtype:
-    return torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
-
-
 @register("mmpareto")
 class MMPareto(Integrator):
-    """``h = k * sum_i a_i g_i``, then ``gamma * max(1, |u| / |h|) * h`` with ``u = sum_i g_i``.
-
-    The magnitude rule applies per parameter tensor (``rescale="tensor"``, the reference code) or
-    once for the whole group (``rescale="group"``). Where ``|h|`` is zero up to round-off there is
-    no common descent direction and the update is zero.
-    """
+    """Direction ``h = k * sum_i a_i g_i`` (weights ``k * a``), then ``gamma * max(1, |u| / |h|) * h``
+    with ``u = sum_i g_i``, per tensor (``rescale="tensor"``) or per group (``"group"``)."""
 
     def __init__(self, gamma: float = 1.5, rescale: str = "tensor") -> None:
-        super().__init__()
-        if not gamma > 0:
-            raise ValueError(f"mmpareto: gamma must be > 0, got {gamma}")
-        if rescale not in RESCALE_CHOICES:
-            raise ValueError(f"mmpareto: unknown rescale {rescale!r}; valid choices: {', '.join(RESCALE_CHOICES)}")
-        self.gamma = float(gamma)
-        self.rescale = rescale
+        self.magnitude = RestoreAndEnlarge(gamma, rescale, owner="mmpareto")
 
-    def integrate(self, grads: TensorLists, grams: Tensor, inplace: bool = False) -> list[Tensor]:
-        k = len(grads)
-        weights = mmpareto_weights(grams.sum(0))
-        # h = factor * base: one fused pass forms base; |h_p| is measured on it; the final
-        # per-tensor scale and the factor go in one multiplication pass.
-        base, factor = accumulate(grads, k * weights, inplace)
-        tensor_h = robust_norms(base) * abs(factor)
-        h_norms = tensor_h
-        grad_scale = grams.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt().amax(1)
-        u_norms = grams.sum(dim=(1, 2)).clamp_min(0).sqrt()
-        if self.rescale == "group":
-            h_norms = h_norms.square().sum().sqrt().reshape(1)
-            u_norms = u_norms.square().sum().sqrt().reshape(1)
-            grad_scale = grad_scale.amax().reshape(1)
-        nonzero = h_norms > 16 * torch.finfo(_working_dtype(base[0])).eps * grad_scale
-        ratio = torch.where(nonzero, u_norms / torch.where(nonzero, h_norms, 1.0), 0.0)
-        scales = torch.where(nonzero, self.gamma * ratio.clamp_min(1.0), 0.0)
-        if self.rescale == "group":
-            scales = scales.expand(len(base))
-        torch._foreach_mul_(base, (scales * factor).tolist())
-        update_norm = float((scales * tensor_h).square().sum().sqrt())
-        self.last = record(grams, weights, base, update_norm=update_norm)
-        return base
+    def weights(self, gram: Tensor) -> Tensor:
+        return gram.shape[0] * mmpareto_weights(gram)
 
     def hparams(self) -> dict[str, Any]:
-        return {"gamma": self.gamma, "rescale": self.rescale}
+        return self.magnitude.hparams()

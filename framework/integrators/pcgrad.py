@@ -5,12 +5,12 @@ Yu et al., "Gradient Surgery for Multi-Task Learning", NeurIPS 2020 (Algorithm 1
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from .base import Integrator, TensorLists, combine, record
+from .base import Integrator
 from .registry import register
 
 
@@ -37,18 +37,16 @@ def pcgrad_weights(gram: Tensor, generator: torch.Generator) -> Tensor:
 
 @register("pcgrad")
 class PCGrad(Integrator):
-    """Sum of the projected gradients; the random order comes from a seeded generator."""
+    """Sum of the projected gradients; the random order comes from a seeded, checkpointed generator."""
+
+    label_params: ClassVar[tuple[str, ...]] = ()  # its seed follows the run's seed
 
     def __init__(self, seed: int = 0) -> None:
-        super().__init__()
         self.seed = int(seed)
         self.generator = torch.Generator().manual_seed(self.seed)
 
-    def integrate(self, grads: TensorLists, grams: Tensor, inplace: bool = False) -> list[Tensor]:
-        weights = pcgrad_weights(grams.sum(0), self.generator)
-        update = combine(grads, weights, inplace)
-        self.last = record(grams, weights, update)
-        return update
+    def weights(self, gram: Tensor) -> Tensor:
+        return pcgrad_weights(gram, self.generator)
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}

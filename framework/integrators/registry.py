@@ -24,6 +24,13 @@ def register(name: str) -> Callable[[T], T]:
     return decorate
 
 
+def parameters_of(cls: type[Integrator]) -> list[str]:
+    """The keyword parameters of ``cls``'s constructor."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    signature = inspect.signature(cls.__init__)
+    return [p.name for p in list(signature.parameters.values())[1:] if p.kind in kinds]
+
+
 def get_integrator(name: str, **params: Any) -> Integrator:
     """Build the integrator registered as ``name`` with keyword ``params``.
 
@@ -32,7 +39,7 @@ def get_integrator(name: str, **params: Any) -> Integrator:
     if name not in INTEGRATORS:
         raise ValueError(f"unknown integrator {name!r}; valid choices: {', '.join(sorted(INTEGRATORS))}")
     cls = INTEGRATORS[name]
-    valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    valid = parameters_of(cls)
     unknown = sorted(set(params) - set(valid))
     if unknown:
         raise ValueError(

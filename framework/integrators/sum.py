@@ -7,29 +7,28 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import Integrator, TensorLists, combine, record
+from .base import Integrator
 from .registry import register
 
 
 @register("sum")
 class Sum(Integrator):
-    """``update = scale * sum_i g_i``.
+    """``update = scale * sum_i g_i`` (weights ``scale``).
 
     ``scale`` (default 1) exists as a control: ``sum`` with ``scale=1.5`` separates MMPareto's
     magnitude boost from its direction change.
     """
 
     def __init__(self, scale: float = 1.0) -> None:
-        super().__init__()
         if not scale > 0:
             raise ValueError(f"sum: scale must be > 0, got {scale}")
         self.scale = float(scale)
 
-    def integrate(self, grads: TensorLists, grams: Tensor, inplace: bool = False) -> list[Tensor]:
-        coefficients = torch.full((len(grads),), self.scale, dtype=torch.float64)
-        update = combine(grads, coefficients, inplace)
-        self.last = record(grams, torch.full((len(grads),), 1.0 / len(grads), dtype=torch.float64), update)
-        return update
+    def weights(self, gram: Tensor) -> Tensor:
+        return torch.full((gram.shape[0],), self.scale, dtype=torch.float64)
+
+    def fixed_weights(self, k: int) -> Tensor:
+        return torch.full((k,), self.scale, dtype=torch.float64)
 
     def hparams(self) -> dict[str, Any]:
         return {"scale": self.scale}

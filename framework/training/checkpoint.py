@@ -1,20 +1,55 @@
-"""Atomic training checkpoints, and which scheduler job wrote them.
+"""Atomic training checkpoints: what they hold besides the trainer's state, and which job wrote them.
 
 A checkpoint is written to a temporary file in the same directory, fsynced, then renamed over
-the old one: a reader (or a job killed mid-write) only ever sees a whole checkpoint.
+the old one: a reader (or a job killed mid-write) only ever sees a whole checkpoint. Every
+checkpoint records the scheduler job that wrote it (:func:`current_job`), so a requeue of that job
+resumes from it, and the global RNG states (:func:`rng_state`), so a resumed run draws the same
+numbers as an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+
+JOB_KEY = "job"
+
+
+def rng_state() -> dict[str, Any]:
+    """The global RNG states of torch (CPU and CUDA), numpy and Python."""
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured (CUDA states only where CUDA is available)."""
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed the global RNGs of Python, numpy and torch."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Write ``state`` atomically to ``path``, stamped with the job that wrote it."""
+    state = {**state, JOB_KEY: current_job()}  # a requeue of this job resumes from here
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -75,6 +110,20 @@ def is_requeue_of(checkpoint: dict[str, Any] | None) -> bool:
     if checkpoint is None:
         return False
     job = current_job()
-    if job is None or checkpoint.get("job") != job:
+    if job is None or checkpoint.get(JOB_KEY) != job:
         return False
     return restart_count() > 0 if os.environ.get("SLURM_JOB_ID") else True
+
+
+def checkpoint_to_resume(path: str | Path, resume: bool) -> tuple[dict[str, Any] | None, bool]:
+    """The checkpoint a run continues from (``None``: it starts afresh), and whether this process
+    is a requeue of the job that wrote it.
+
+    A run continues when ``resume`` is set (``resume=true``), or when this process is a requeue
+    of the job that wrote the checkpoint (preemption, a time limit).
+    """
+    if not (resume or current_job() is not None):
+        return None, False
+    checkpoint = load_checkpoint(path)
+    requeued = is_requeue_of(checkpoint)
+    return (checkpoint if resume or requeued else None), requeued

@@ -12,34 +12,33 @@ last one frees that encoder's saved activations, and the group is integrated at 
 memory then holds one group's extra per-loss gradient instead of every group's. Otherwise, all
 losses of a pack are pulled back through the whole trunk together. Groups reached by one loss,
 and the heads, get their plain gradient.
+
+When the integrator's update is a fixed uniform combination ``c * sum_i g_i`` on every shared group
+(``sum``) and no statistics are wanted on the step, one backward pass of the summed losses does it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from ..integrators import Decision, Integrator
+from ..integrators import Integrator
+from ..integrators._kernels import foreach
 from ..models.base import MultimodalModel
+from .plan import GradientPlan, GroupDecision
 
-
-@dataclass(frozen=True)
-class GroupStep:
-    """The losses that reached a group on this step, in order, and the integrator's decision."""
-
-    group: str
-    losses: tuple[str, ...]
-    decision: Decision
+PerLoss = dict[str, list[Tensor]]
+"""``{loss: per-tensor gradients}`` on one group."""
 
 
 class GradientEngine:
     """Computes and integrates per-loss gradients for a :class:`MultimodalModel`.
 
-    ``need_decisions`` on :meth:`backward` asks for per-loss gradients even where the integrator
-    would not need them (``sum``), so that statistics can be recorded on that step.
+    :attr:`plan` is found on the first :meth:`backward` (or by :meth:`make_plan`). ``need_decisions``
+    on :meth:`backward` asks for per-loss gradients even where the integrator would not need them
+    (a fixed combination), so that statistics can be recorded on that step.
     """
 
     def __init__(self, model: MultimodalModel, integrator: Integrator) -> None:
@@ -48,20 +47,19 @@ class GradientEngine:
         self.groups = {name: params for name, params in model.parameter_groups().items() if params}
         in_groups = {id(p) for params in self.groups.values() for p in params}
         self.head_params = [p for p in model.parameters() if p.requires_grad and id(p) not in in_groups]
-        self.reach: dict[str, tuple[str, ...]] | None = None
-        self.packs: list[tuple[str, ...]] = []
-        self.owner: dict[str, str] | None = None
+        self.plan: GradientPlan | None = None
+        self._summed_scales: dict[str, float] | None = None
 
-    def plan(self, features: Mapping[str, Tensor], losses: Mapping[str, Tensor]) -> None:
-        """Find which losses reach which groups (once), and pack losses with disjoint reach."""
+    def make_plan(self, features: Mapping[str, Tensor], losses: Mapping[str, Tensor]) -> GradientPlan:
+        """Find which losses reach which groups, and pack losses with disjoint reach."""
         reach_of_loss: dict[str, set[str]] = {}
         feature_list = list(features.values())
+        flat = [p for params in self.groups.values() for p in params]
         for name, loss in losses.items():
             cotangents = torch.autograd.grad(loss, feature_list, retain_graph=True, allow_unused=True)
-            active = [(f, c) for f, c in zip(feature_list, cotangents) if c is not None]
+            active = [(f, c) for f, c in zip(feature_list, cotangents, strict=True) if c is not None]
             reached: set[str] = set()
             if active:
-                flat = [p for params in self.groups.values() for p in params]
                 grads = torch.autograd.grad(
                     [f for f, _ in active], flat, [c for _, c in active], retain_graph=True, allow_unused=True
                 )
@@ -71,7 +69,6 @@ class GradientEngine:
                         reached.add(group)
                     position += len(params)
             reach_of_loss[name] = reached
-        self.reach = {group: tuple(n for n in losses if group in reach_of_loss[n]) for group in self.groups}
         packs: list[tuple[list[str], set[str]]] = []
         for name in losses:
             for members, covered in packs:
@@ -81,81 +78,94 @@ class GradientEngine:
                     break
             else:
                 packs.append(([name], set(reach_of_loss[name])))
-        self.packs = [tuple(members) for members, _ in packs]
-        self.owner = self._feature_owners(features)
+        return GradientPlan(
+            groups=tuple(self.groups),
+            reach={group: tuple(n for n in losses if group in reach_of_loss[n]) for group in self.groups},
+            packs=tuple(tuple(members) for members, _ in packs),
+            feature_groups=self._feature_groups(features),
+        )
 
-    def _feature_owners(self, features: Mapping[str, Tensor]) -> dict[str, str] | None:
+    def _feature_groups(self, features: Mapping[str, Tensor]) -> dict[str, str] | None:
         """``{feature: group}`` when each feature depends on the parameters of one group only and no
         two features share a group (separate trunks); ``None`` otherwise."""
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         group_of = {id(p): g for g, params in self.groups.items() for p in params}
-        owner: dict[str, str] = {}
+        feature_groups: dict[str, str] = {}
         for name, feature in features.items():
             if not feature.requires_grad:
                 continue
             grads = torch.autograd.grad(
                 feature, trainable, torch.ones_like(feature), retain_graph=True, allow_unused=True
             )
-            reached = {group_of.get(id(p)) for p, g in zip(trainable, grads) if g is not None}
+            reached = {group_of.get(id(p)) for p, g in zip(trainable, grads, strict=True) if g is not None}
             if len(reached) != 1 or None in reached:
                 return None
-            owner[name] = reached.pop()
-        if len(set(owner.values())) != len(owner):
+            feature_groups[name] = reached.pop()  # type: ignore[assignment]
+        if len(set(feature_groups.values())) != len(feature_groups):
             return None
-        return owner
+        return feature_groups
 
-    @property
-    def needs_per_loss(self) -> bool:
-        return self.integrator.name != "sum"
+    def _uniform_scales(self, plan: GradientPlan) -> dict[str, float] | None:
+        """``{shared group: c}`` when the integrator's update there is ``c * sum_i g_i`` on every
+        shared group, else ``None``."""
+        scales: dict[str, float] = {}
+        for group in plan.groups:
+            if not plan.shared(group):
+                continue
+            weights = self.integrator.fixed_combination(len(plan.reach[group]))
+            if weights is None or not bool((weights == weights[0]).all()):
+                return None
+            scales[group] = float(weights[0])
+        return scales
 
     def backward(
         self, features: Mapping[str, Tensor], losses: Mapping[str, Tensor], need_decisions: bool = False
-    ) -> list[GroupStep]:
+    ) -> list[GroupDecision]:
         """Set ``.grad`` of every trainable parameter; return the decisions on shared groups."""
-        if self.reach is None:
-            self.plan(features, losses)
-        assert self.reach is not None
-        if not (need_decisions or self.needs_per_loss):
-            return self._summed_backward(losses)
+        if self.plan is None:
+            self.plan = self.make_plan(features, losses)
+            self._summed_scales = self._uniform_scales(self.plan)
+        plan = self.plan
+        if self._summed_scales is not None and not need_decisions:
+            self._summed_backward(losses, self._summed_scales)
+            return []
         feature_list = list(features.values())
         head_grads: list[Tensor | None] = [None] * len(self.head_params)
         cotangents: list[tuple[Tensor | None, ...]] = []
-        per_group: dict[str, dict[str, list[Tensor]]] = {}
-        separate = self.owner is not None
-        for index, pack in enumerate(self.packs):
-            last = index == len(self.packs) - 1 and not separate
+        per_group: dict[str, PerLoss] = {}
+        separate = plan.feature_groups is not None
+        for index, pack in enumerate(plan.packs):
+            last = index == len(plan.packs) - 1 and not separate
             total = torch.stack([losses[n] for n in pack]).sum()
-            outputs = torch.autograd.grad(
-                total, feature_list + self.head_params, retain_graph=True, allow_unused=True
-            )
+            outputs = torch.autograd.grad(total, feature_list + self.head_params, retain_graph=True, allow_unused=True)
             cotangents.append(outputs[: len(feature_list)])
             for i, g in enumerate(outputs[len(feature_list) :]):
                 if g is not None:
                     head_grads[i] = g if head_grads[i] is None else head_grads[i] + g
             if not separate:
-                self._pull_back_pack(pack, feature_list, cotangents[-1], per_group, last)
+                self._pull_back_pack(plan, pack, feature_list, cotangents[-1], per_group, last)
         _assign(self.head_params, head_grads)
         if separate:
-            return self._per_trunk(features, cotangents)
-        steps: list[GroupStep] = []
+            return self._per_trunk(plan, features, cotangents)
+        decisions: list[GroupDecision] = []
         for group, params in self.groups.items():
-            step = self._integrate(group, params, per_group.get(group, {}))
-            if step is not None:
-                steps.append(step)
-        return steps
+            decision = self._integrate(plan, group, params, per_group.get(group, {}))
+            if decision is not None:
+                decisions.append(decision)
+        return decisions
 
     def _pull_back_pack(
         self,
+        plan: GradientPlan,
         pack: tuple[str, ...],
         feature_list: list[Tensor],
         cotangents: tuple[Tensor | None, ...],
-        per_group: dict[str, dict[str, list[Tensor]]],
+        per_group: dict[str, PerLoss],
         last: bool,
     ) -> None:
         """All losses of ``pack`` through the whole trunk at once; results into ``per_group``."""
-        assert self.reach is not None
-        groups = [g for g in self.groups if any(n in self.reach[g] for n in pack)]
-        active = [(f, c) for f, c in zip(feature_list, cotangents) if c is not None]
+        groups = plan.groups_reached_by(pack)
+        active = [(f, c) for f, c in zip(feature_list, cotangents, strict=True) if c is not None]
         if not groups or not active:
             return
         params = [p for g in groups for p in self.groups[g]]
@@ -167,73 +177,72 @@ class GradientEngine:
             group_params = self.groups[group]
             chunk = grads[position : position + len(group_params)]
             position += len(group_params)
-            owner = next(n for n in pack if n in self.reach[group])
-            per_group.setdefault(group, {})[owner] = _filled(chunk, group_params)
+            per_group.setdefault(group, {})[plan.loss_of_pack(pack, group)] = _filled(chunk, group_params)
 
     def _per_trunk(
-        self, features: Mapping[str, Tensor], cotangents: list[tuple[Tensor | None, ...]]
-    ) -> list[GroupStep]:
+        self, plan: GradientPlan, features: Mapping[str, Tensor], cotangents: list[tuple[Tensor | None, ...]]
+    ) -> list[GroupDecision]:
         """Separate trunks: each group's pull-backs back to back, the last one freeing its graph,
         then the group's integration, before the next group."""
-        assert self.reach is not None and self.owner is not None
-        done: dict[str, GroupStep] = {}
+        assert plan.feature_groups is not None  # only called for separate trunks
+        done: dict[str, GroupDecision] = {}
         reached: set[str] = set()
         for index, name in enumerate(features):
-            group = self.owner.get(name)
+            group = plan.feature_groups.get(name)
             if group is None:
                 continue
             reached.add(group)
             params = self.groups[group]
             items = [
-                (next(n for n in pack if n in self.reach[group]), cots[index])
-                for pack, cots in zip(self.packs, cotangents)
-                if cots[index] is not None and any(n in self.reach[group] for n in pack)
+                (plan.loss_of_pack(pack, group), cots[index])
+                for pack, cots in zip(plan.packs, cotangents, strict=True)
+                if cots[index] is not None and any(n in plan.reach[group] for n in pack)
             ]
-            by_loss: dict[str, list[Tensor]] = {}
-            for position, (owner, cotangent) in enumerate(items):
+            by_loss: PerLoss = {}
+            for position, (loss, cotangent) in enumerate(items):
                 grads = torch.autograd.grad(
                     features[name], params, cotangent, retain_graph=position < len(items) - 1, allow_unused=True
                 )
-                by_loss[owner] = _filled(grads, params)
-            step = self._integrate(group, params, by_loss)
-            if step is not None:
-                done[group] = step
+                by_loss[loss] = _filled(grads, params)
+            decision = self._integrate(plan, group, params, by_loss)
+            if decision is not None:
+                done[group] = decision
         for group, params in self.groups.items():
             if group not in reached:
                 _assign(params, [None] * len(params))
         return [done[g] for g in self.groups if g in done]
 
-    def _integrate(self, group: str, params: list[nn.Parameter], by_loss: dict[str, list[Tensor]]) -> GroupStep | None:
-        assert self.reach is not None
-        names = tuple(n for n in self.reach[group] if n in by_loss)
+    def _integrate(
+        self, plan: GradientPlan, group: str, params: list[nn.Parameter], by_loss: PerLoss
+    ) -> GroupDecision | None:
+        names = tuple(n for n in plan.reach[group] if n in by_loss)
         if not names:
             _assign(params, [None] * len(params))
             return None
         if len(names) == 1:
             _assign(params, by_loss[names[0]])
             return None
-        update = self.integrator.integrate_tensors([by_loss[n] for n in names], inplace=True)
+        update, decision = self.integrator.integrate([by_loss[n] for n in names], inplace=True)
         _assign(params, update)
-        assert self.integrator.last is not None
-        return GroupStep(group, names, self.integrator.last)
+        return GroupDecision(group, names, decision)
 
-    def _summed_backward(self, losses: Mapping[str, Tensor]) -> list[GroupStep]:
-        """``sum`` without statistics: one backward of the summed losses, shared groups scaled."""
+    def _summed_backward(self, losses: Mapping[str, Tensor], scales: Mapping[str, float]) -> None:
+        """One backward of the summed losses; each shared group's gradient times its scale."""
         params = self.head_params + [p for ps in self.groups.values() for p in ps]
         grads = torch.autograd.grad(torch.stack(list(losses.values())).sum(), params, allow_unused=True)
         _assign(params, list(grads))
-        scale = getattr(self.integrator, "scale", 1.0)
-        if scale != 1.0:
-            shared = [p.grad for g, ps in self.groups.items() if len(self.reach[g]) > 1 for p in ps if p.grad is not None]  # type: ignore[index]
-            if shared:
-                torch._foreach_mul_(shared, scale)
-        return []
+        by_scale: dict[float, list[Tensor]] = {}
+        for group, scale in scales.items():
+            if scale != 1.0:
+                by_scale.setdefault(scale, []).extend(p.grad for p in self.groups[group] if p.grad is not None)
+        for scale, shared in by_scale.items():
+            foreach.mul_(shared, scale)
 
 
 def _filled(grads: tuple[Tensor | None, ...], params: list[nn.Parameter]) -> list[Tensor]:
-    return [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params)]
+    return [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params, strict=True)]
 
 
 def _assign(params: list[nn.Parameter], grads: list[Tensor | None]) -> None:
-    for p, g in zip(params, grads):
+    for p, g in zip(params, grads, strict=True):
         p.grad = g

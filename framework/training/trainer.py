@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-import random
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from .. import metric_names as names
 from ..data.base import MultimodalDataset, Splits, iterate_batches, num_batches
 from ..integrators import Integrator
 from ..losses import MultitaskLoss
 from ..models.base import MULTIMODAL, MultimodalModel
 from ..tracking import RunTracker
-from .checkpoint import current_job, load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .gradients import GradientEngine
-from .statistics import GradientStatistics, StatisticsSettings, probe_batch
+from .statistics import GradientStatistics, StatisticsSettings
 
 
 @dataclass
@@ -48,12 +47,6 @@ class TrainingState:
     best_val: float = -1.0
     best_test: dict[str, float] = field(default_factory=dict)
     last_test: dict[str, float] = field(default_factory=dict)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -88,11 +81,9 @@ class Trainer:
         self.settings, self.device, self.tracker = settings, device, tracker
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.engine = GradientEngine(model, integrator)
-        stats = settings.statistics
-        probe = None
-        if stats.noise_every and stats.probe_size:
-            probe = _to(*probe_batch(splits.train, stats.probe_size, stats.probe_seed), device)
-        self.statistics = GradientStatistics(stats, probe, detach_unimodal=loss.detach_unimodal)
+        self.statistics = GradientStatistics.for_training(
+            settings.statistics, splits.train, device, detach_unimodal=loss.detach_unimodal
+        )
         self.shuffle = torch.Generator().manual_seed(seed)
         self.state = TrainingState()
         self.heads = [MULTIMODAL, *model.modalities]
@@ -104,11 +95,9 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "integrator": self.integrator.state_dict(),
             "shuffle": self.shuffle.get_state(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "rng": rng_state(),
             "state": self.state.__dict__.copy(),
             "run_id": self.tracker.run_id if self.tracker else None,
-            "job": current_job(),  # a requeue of this job resumes from here (checkpoint.is_requeue_of)
         }
 
     def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
@@ -118,11 +107,7 @@ class Trainer:
             self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.integrator.load_state_dict(checkpoint["integrator"])
         self.shuffle.set_state(checkpoint["shuffle"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        np.random.set_state(checkpoint["rng"]["numpy"])
-        random.setstate(checkpoint["rng"]["python"])
-        if checkpoint.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
+        set_rng_state(checkpoint["rng"])
         self.state = TrainingState(**checkpoint["state"])
 
     def resume(self) -> bool:
@@ -150,13 +135,10 @@ class Trainer:
             if val[MULTIMODAL] > self.state.best_val:
                 self.state.best_val, self.state.best_epoch, self.state.best_test = val[MULTIMODAL], epoch, test
             self.state.last_test = test
-            metrics = {**train_metrics, **{f"val/acc/{h}": v for h, v in val.items()}}
-            metrics.update({f"test/acc/{h}": v for h, v in test.items()})
-            metrics["lr"] = self.optimizer.param_groups[0]["lr"]
-            for split in ("train", "val", "test"):  # disk datasets count skipped corrupt samples
-                skipped = getattr(getattr(self.splits, split), "skipped", None)
-                if skipped is not None:
-                    metrics[f"data/skipped/{split}"] = float(skipped)
+            metrics = {**train_metrics, **{names.accuracy("val", h): v for h, v in val.items()}}
+            metrics.update({names.accuracy("test", h): v for h, v in test.items()})
+            metrics[names.LR] = self.optimizer.param_groups[0]["lr"]
+            metrics.update({names.skipped(split): float(n) for split, n in self.splits.skipped().items()})
             if self.scheduler is not None:
                 self.scheduler.step()
             self.state.epoch += 1
@@ -168,9 +150,9 @@ class Trainer:
         return self.results()
 
     def results(self) -> dict[str, float]:
-        out = {"best/epoch": float(self.state.best_epoch), "best/val/acc/multimodal": self.state.best_val}
-        out.update({f"best/test/acc/{h}": v for h, v in self.state.best_test.items()})
-        out.update({f"last/test/acc/{h}": v for h, v in self.state.last_test.items()})
+        out = {names.BEST_EPOCH: float(self.state.best_epoch), names.BEST_VAL_MULTIMODAL: self.state.best_val}
+        out.update({names.best_test_accuracy(h): v for h, v in self.state.best_test.items()})
+        out.update({names.last_test_accuracy(h): v for h, v in self.state.last_test.items()})
         return out
 
     def train_epoch(self) -> dict[str, float]:
@@ -197,7 +179,7 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(loss=f"{sum(losses.values()):.3f}")
         bar.close()
-        metrics = {f"train/loss/{name}": value / max(count, 1) for name, value in sums.items()}
+        metrics = {names.train_loss(objective): value / max(count, 1) for objective, value in sums.items()}
         metrics.update(self.statistics.epoch_summary())
         return metrics
 
@@ -211,12 +193,12 @@ class Trainer:
         features = self.model.encode(inputs)
         logits = self.model.classify(features, detach_unimodal=self.loss.detach_unimodal)
         losses = self.loss(logits, labels)
-        steps = self.engine.backward(features, losses, need_decisions=self.statistics.wants_step(step))
+        decisions = self.engine.backward(features, losses, need_decisions=self.statistics.wants_step(step))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        metrics = self.statistics.record_step(step, steps)
-        if self.statistics.wants_noise(step):
-            metrics.update(self.statistics.noise(self.engine, self.loss))
+        metrics = self.statistics.record_step(step, decisions)
+        if self.statistics.wants_noise(step) and self.engine.plan is not None:
+            metrics.update(self.statistics.noise(self.model, self.engine.plan, self.loss))
         self._log(metrics, step)
         return {name: float(value.detach()) for name, value in losses.items()}
 

@@ -110,7 +110,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", crash)
     with pytest.raises(OSError, match="disk full"):
         ckpt.save_checkpoint({"epoch": 2}, path)
-    assert ckpt.load_checkpoint(path) == {"epoch": 1}
+    assert ckpt.load_checkpoint(path) == {"epoch": 1, "job": None}  # stamped with the (absent) job
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left
 
 

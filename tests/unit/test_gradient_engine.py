@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from functools import partial
 
 import pytest
@@ -40,7 +42,7 @@ def brute_force(model, inputs, labels, name, detach=False, **params):
         if detach:
             expected[group] = rows[0]
         else:
-            expected[group] = get_integrator(name, **params)(torch.stack(rows), segments=[p.numel() for p in params_])
+            expected[group] = get_integrator(name, **params)(torch.stack(rows), segments=[p.numel() for p in params_]).update
     heads = [p for n, p in model.named_parameters() if "head" in n]
     head_grads = torch.autograd.grad(torch.stack(list(losses.values())).sum(), heads)
     return expected, head_grads, losses
@@ -53,15 +55,15 @@ def test_engine_matches_separate_backward_passes(name, num_modalities):
     expected, head_grads, _ = brute_force(model, inputs, labels, name)
     engine = GradientEngine(model, get_integrator(name))
     features = model.encode(inputs)
-    steps = engine.backward(features, MultitaskLoss()(model.classify(features), labels), need_decisions=True)
+    decisions = engine.backward(features, MultitaskLoss()(model.classify(features), labels), need_decisions=True)
     for group, params in model.parameter_groups().items():
         got = torch.cat([p.grad.reshape(-1) for p in params])
         torch.testing.assert_close(got, expected[group], rtol=1e-5, atol=1e-6)
     heads = [p for n, p in model.named_parameters() if "head" in n]
     for p, g in zip(heads, head_grads):
         torch.testing.assert_close(p.grad, g)
-    assert [s.group for s in steps] == list(model.parameter_groups())
-    assert engine.packs == [("multimodal",), tuple(model.modalities)]
+    assert [s.group for s in decisions] == list(model.parameter_groups())
+    assert engine.plan.packs == (("multimodal",), tuple(model.modalities))
 
 
 def test_recorded_per_loss_gradients_really_differ():
@@ -69,11 +71,11 @@ def test_recorded_per_loss_gradients_really_differ():
     model, inputs, labels = make()
     engine = GradientEngine(model, get_integrator("mmpareto"))
     features = model.encode(inputs)
-    steps = engine.backward(features, MultitaskLoss()(model.classify(features), labels))
-    for step in steps:
-        assert step.losses == ("multimodal", step.group.split(".")[1])
-        assert float(step.decision.cosine[0, 1]) < 0.99
-        norms = step.decision.norms
+    decisions = engine.backward(features, MultitaskLoss()(model.classify(features), labels))
+    for d in decisions:
+        assert d.losses == ("multimodal", d.group.split(".")[1])
+        assert float(d.decision.cosine[0, 1]) < 0.99
+        norms = d.decision.norms
         assert abs(float(norms[0] - norms[1])) > 1e-4 * float(norms.max())
 
 
@@ -96,9 +98,9 @@ def test_one_joint_trains_encoders_with_the_multimodal_loss_only():
     engine = GradientEngine(model, get_integrator("mmpareto"))
     features = model.encode(inputs)
     loss = MultitaskLoss(detach_unimodal=True)
-    steps = engine.backward(features, loss(model.classify(features, detach_unimodal=True), labels))
-    assert steps == []
-    assert engine.reach == {g: ("multimodal",) for g in model.parameter_groups()}
+    decisions = engine.backward(features, loss(model.classify(features, detach_unimodal=True), labels))
+    assert decisions == []
+    assert engine.plan.reach == {g: ("multimodal",) for g in model.parameter_groups()}
     for group, params in model.parameter_groups().items():
         torch.testing.assert_close(torch.cat([p.grad.reshape(-1) for p in params]), expected[group])
     for p in model.unimodal_heads.parameters():
@@ -115,17 +117,16 @@ def test_separate_trunks_path_equals_whole_trunk_pack_path(name):
         engine = GradientEngine(model, get_integrator(name))
         features = model.encode(inputs)
         losses = MultitaskLoss()(model.classify(features), labels)
-        engine.plan(features, losses)
-        assert engine.owner == {m: f"encoder.{m}" for m in model.modalities}
-        if not separate:
-            engine.owner = None
-        steps = engine.backward(features, losses, need_decisions=True)
-        results.append(([p.grad.clone() for p in model.parameters()], steps))
-    (grads_a, steps_a), (grads_b, steps_b) = results
+        plan = engine.make_plan(features, losses)
+        assert plan.feature_groups == {m: f"encoder.{m}" for m in model.modalities}
+        engine.plan = plan if separate else dataclasses.replace(plan, feature_groups=None)
+        decisions = engine.backward(features, losses, need_decisions=True)
+        results.append(([p.grad.clone() for p in model.parameters()], decisions))
+    (grads_a, decisions_a), (grads_b, decisions_b) = results
     for a, b in zip(grads_a, grads_b):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
-    assert [s.group for s in steps_a] == [s.group for s in steps_b]
-    for a, b in zip(steps_a, steps_b):
+    assert [s.group for s in decisions_a] == [s.group for s in decisions_b]
+    for a, b in zip(decisions_a, decisions_b):
         assert a.losses == b.losses
         torch.testing.assert_close(a.decision.gram, b.decision.gram, rtol=1e-5, atol=1e-9)
 
@@ -157,14 +158,14 @@ def test_features_sharing_a_group_take_the_whole_trunk_path_and_match_separate_p
     engine = GradientEngine(wrapped, get_integrator("mmpareto"))
     features = wrapped.encode(inputs)
     losses = MultitaskLoss()(wrapped.classify(features), labels)
-    steps = engine.backward(features, losses, need_decisions=True)
-    assert engine.owner is None
-    assert engine.reach["stem"] == ("multimodal", "a", "b")
-    assert [s.group for s in steps] == ["encoder.a", "encoder.b", "stem"]
+    decisions = engine.backward(features, losses, need_decisions=True)
+    assert engine.plan.feature_groups is None
+    assert engine.plan.reach["stem"] == ("multimodal", "a", "b")
+    assert [s.group for s in decisions] == ["encoder.a", "encoder.b", "stem"]
     # the stem's per-loss gradients against separate full backward passes
     features = wrapped.encode(inputs)
     losses = MultitaskLoss()(wrapped.classify(features), labels)
     rows = [torch.cat([g.reshape(-1) for g in torch.autograd.grad(losses[n], list(wrapped.stem.parameters()), retain_graph=True)]) for n in ("multimodal", "a", "b")]
-    expected = get_integrator("mmpareto")(torch.stack(rows), segments=[1, 1])
+    expected = get_integrator("mmpareto")(torch.stack(rows), segments=[1, 1]).update
     got = torch.cat([p.grad.reshape(-1) for p in wrapped.stem.parameters()])
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)

@@ -191,7 +191,7 @@ def test_engine_finds_three_losses_on_the_shared_groups():
             assert reach[group] == ("multimodal", "audio", "image")
         assert reach[f"layer2.{m}"] == ("multimodal", m)
         assert reach[f"norm.{m}"] == ("multimodal", m)
-    assert engine.packs == [("multimodal",), ("audio",), ("image",)]  # unimodal losses overlap: no packing
+    assert engine.plan.packs == (("multimodal",), ("audio",), ("image",))  # unimodal losses overlap: no packing
     for step in steps:
         assert step.decision.weights.shape == (len(step.losses),)
 
@@ -201,7 +201,7 @@ def test_without_cross_attention_the_groups_are_reached_as_in_late_fusion():
     inputs, labels = batch(TOKENS, n=8)
     engine, steps = engine_step(model, "mmpareto", inputs, labels)
     assert all(s.losses == ("multimodal", s.group.split(".")[1]) for s in steps)
-    assert engine.packs == [("multimodal",), ("audio", "image")]
+    assert engine.plan.packs == (("multimodal",), ("audio", "image"))
 
 
 def test_cross_from_leaves_lower_layers_unimodal_but_still_shared_by_three_losses():
@@ -224,7 +224,7 @@ def brute_force_grads(model, inputs, labels, name):
             if all(g is None for g in grads):
                 continue
             rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)]))
-        expected[group] = get_integrator(name)(torch.stack(rows), segments=[p.numel() for p in params])
+        expected[group] = get_integrator(name)(torch.stack(rows), segments=[p.numel() for p in params]).update
     return expected
 
 
@@ -247,7 +247,7 @@ def test_transformer_detach_unimodal_keeps_unimodal_losses_off_the_trunk():
     features = model.encode(inputs)
     steps = engine.backward(features, MultitaskLoss(True)(model.classify(features, detach_unimodal=True), labels))
     assert steps == []  # every group is reached by the multimodal loss only
-    assert all(s == ("multimodal",) for s in engine.reach.values())
+    assert all(s == ("multimodal",) for s in engine.plan.reach.values())
 
 
 def test_transformer_on_frames_and_vectors():

@@ -1,0 +1,45 @@
+"""Magnitude rules: per-tensor scales applied to an integrator's direction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .base import MagnitudeRule
+
+RESCALE_CHOICES = ("tensor", "group")
+
+
+class RestoreAndEnlarge(MagnitudeRule):
+    """``gamma * max(1, |u| / |d|)`` with ``u = sum_i g_i`` the uniform sum: MMPareto's rule.
+
+    Wei & Hu, ICML 2024 (docs/mmpareto.md, step 5). Applied per parameter tensor
+    (``rescale="tensor"``, the reference code) or once for the whole group (``rescale="group"``).
+    Where ``|d|`` is zero up to round-off there is no common descent direction and the scale is 0.
+    """
+
+    def __init__(self, gamma: float = 1.5, rescale: str = "tensor", owner: str = "magnitude") -> None:
+        if not gamma > 0:
+            raise ValueError(f"{owner}: gamma must be > 0, got {gamma}")
+        if rescale not in RESCALE_CHOICES:
+            raise ValueError(f"{owner}: unknown rescale {rescale!r}; valid choices: {', '.join(RESCALE_CHOICES)}")
+        self.gamma = float(gamma)
+        self.rescale = rescale
+
+    def scales(self, grams: Tensor, direction_norms: Tensor, dtype: torch.dtype) -> Tensor:
+        d_norms = direction_norms
+        grad_scale = grams.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt().amax(1)
+        u_norms = grams.sum(dim=(1, 2)).clamp_min(0).sqrt()
+        if self.rescale == "group":
+            d_norms = d_norms.square().sum().sqrt().reshape(1)
+            u_norms = u_norms.square().sum().sqrt().reshape(1)
+            grad_scale = grad_scale.amax().reshape(1)
+        nonzero = d_norms > 16 * torch.finfo(dtype).eps * grad_scale
+        ratio = torch.where(nonzero, u_norms / torch.where(nonzero, d_norms, 1.0), 0.0)
+        scales = torch.where(nonzero, self.gamma * ratio.clamp_min(1.0), 0.0)
+        return scales.expand(len(direction_norms)) if self.rescale == "group" else scales
+
+    def hparams(self) -> dict[str, Any]:
+        return {"gamma": self.gamma, "rescale": self.rescale}
