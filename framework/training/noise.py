@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from ..integrators._kernels import upcast
 from ..metric_names import COV_TRACE
 from ..metric_names import grad as grad_metric  # torch.func.grad is ``grad`` here
 from .plan import GradientPlan
@@ -49,7 +50,7 @@ class _Moments:
     def add(self, samples: Tensor) -> None:
         """Merge a ``(c, n)`` chunk (consumed: centred in place), then the exact pairwise merge rule."""
         c = samples.shape[0]
-        work = samples.float() if samples.dtype in (torch.float16, torch.bfloat16) else samples
+        work = upcast(samples)
         chunk_mean = work.mean(0)
         chunk_m2 = float(torch.linalg.vector_norm(work.sub_(chunk_mean))) ** 2
         if self.mean is None:
