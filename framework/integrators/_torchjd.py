@@ -1,23 +1,144 @@
-"""Adapter for torchjd's Gramian-based weightings: they decide from the group Gram matrix.
+"""Adapters for torchjd's aggregators: the three ways a torchjd method can decide.
 
 torchjd (Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization", 2024;
-https://github.com/TorchJD/torchjd, pinned at 0.18.0) splits each aggregator into a weighting of
-the Gramian ``J J^T`` and the combination ``w^T J``. The engine already has the Gram matrix of the
-per-loss gradients on every group, so an adapter only calls the weighting on it; the combination
-is the framework's own, tensor by tensor, and the group is never flattened.
+https://github.com/TorchJD/torchjd, pinned at 0.18.0) splits an aggregator into a weighting and
+the combination ``w^T J`` of the rows of the Jacobian ``J`` (here: the ``k`` per-loss gradients on
+one group, ``k x d``). An adapter subclasses one of:
+
+- :class:`GramianWeightingIntegrator`: the weighting needs only the Gramian ``J J^T``. The engine
+  already has the group Gram matrix, so the group is never flattened: no extra cost.
+- :class:`MatrixWeightingIntegrator`: the weighting needs ``J`` itself (Nash-MTL, ExcessMTL, MoDo,
+  SDMGrad, RLW). ``J`` is built by :func:`group_matrix`, one copy of the group's per-loss gradients
+  (``k x d`` floats); the combination is the framework's own, tensor by tensor.
+- :class:`MatrixAggregatorIntegrator`: the method is not a weighting of the rows (ConFIG, GradDrop,
+  TrimmedMean). ``J`` is built the same way and torchjd's aggregator returns the update vector,
+  which is split back into the group's tensors. Its ``weights`` in the decision are the
+  least-squares coefficients of the update on the gradients (exact when the update lies in their
+  span, as ConFIG's does; a projection otherwise).
+
+:func:`group_matrix` is the one documented path to the matrix. State (EMAs, step counters) lives in
+the torchjd module, which :meth:`state_dict` saves whole, so resuming is exact; stateful methods
+keep one copy per parameter group. Methods that draw random numbers from torch's global RNG get
+their own generator state, seeded by the integrator's ``seed`` (the run's seed in config) and
+checkpointed, and never disturb the global RNG.
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+import torch
 from torch import Tensor, nn
 
+from ._kernels import TensorLists, accumulate, upcast
 from .base import Integrator
 
 
-class GramianWeightingIntegrator(Integrator):
-    """Weights from a torchjd ``Weighting`` called on the ``(k, k)`` group Gram matrix (float64)."""
+def group_matrix(grads: TensorLists) -> Tensor:
+    """The ``(k, d)`` matrix of the group's per-loss gradients, flattened over its tensors.
 
-    weighting: nn.Module
+    In the gradients' working precision (float32 for half types), on their device: one copy of
+    the group's per-loss gradients.
+    """
+    return torch.stack([torch.cat([upcast(t).reshape(-1) for t in row]) for row in grads])
+
+
+class _PrivateRNG:
+    """A generator state that torchjd's global-RNG draws run on, restored after each call."""
+
+    def __init__(self, seed: int) -> None:
+        self.cpu = torch.Generator().manual_seed(int(seed)).get_state()
+        self.cuda: Tensor | None = None
+        self.seed = int(seed)
+
+    @contextmanager
+    def active(self, device: torch.device) -> Iterator[None]:
+        cuda = device.type == "cuda"
+        with torch.random.fork_rng(devices=[device] if cuda else [], device_type="cuda"):
+            torch.set_rng_state(self.cpu)
+            if cuda:
+                if self.cuda is None:
+                    torch.cuda.manual_seed(self.seed)
+                else:
+                    torch.cuda.set_rng_state(self.cuda, device)
+            try:
+                yield
+            finally:
+                self.cpu = torch.get_rng_state()
+                if cuda:
+                    self.cuda = torch.cuda.get_rng_state(device)
+
+
+class _TorchJDIntegrator(Integrator):
+    """What every torchjd adapter shares: the torchjd module, its state, its private RNG."""
+
+    module: nn.Module
+    random: ClassVar[bool] = False
+    """Whether the torchjd method draws from torch's global RNG (then ``seed`` seeds its own)."""
+    _rng: _PrivateRNG | None = None
+
+    def _use(self, module: nn.Module, seed: int = 0) -> None:
+        self.module = module
+        if self.random:
+            self._rng = _PrivateRNG(seed)
+
+    def _call(self, fn: Callable[[], Tensor], device: torch.device) -> Tensor:
+        if self._rng is None:
+            return fn()
+        with self._rng.active(device):
+            return fn()
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"module": copy.deepcopy(self.module)}
+        if self._rng is not None:
+            state["rng"] = {"cpu": self._rng.cpu.clone(), "cuda": None if self._rng.cuda is None else self._rng.cuda.clone()}
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.module = copy.deepcopy(state["module"])
+        if self._rng is not None and "rng" in state:
+            self._rng.cpu, self._rng.cuda = state["rng"]["cpu"].clone(), state["rng"]["cuda"]
+
+
+class GramianWeightingIntegrator(_TorchJDIntegrator):
+    """Weights from a torchjd Gramian ``Weighting`` called on the ``(k, k)`` group Gram matrix (float64)."""
 
     def weights(self, gram: Tensor) -> Tensor:
-        return self.weighting(gram.double()).detach().double()
+        return self._call(lambda: self.module(gram.double()), gram.device).detach().double().cpu()
+
+
+class MatrixWeightingIntegrator(_TorchJDIntegrator):
+    """Weights from a torchjd matrix ``Weighting`` called on :func:`group_matrix`; combined per tensor."""
+
+    def weights(self, gram: Tensor) -> Tensor:
+        raise TypeError(f"{self.name}: weights need the gradient matrix, not only its Gram matrix")
+
+    def direction(self, grads: TensorLists, grams: Tensor, inplace: bool) -> tuple[list[Tensor], float, Tensor]:
+        matrix = group_matrix(grads)
+        weights = self._call(lambda: self.module(matrix), matrix.device).detach().double().cpu()
+        del matrix
+        base, factor = accumulate(grads, weights, inplace)
+        return base, factor, weights
+
+
+class MatrixAggregatorIntegrator(_TorchJDIntegrator):
+    """The update vector of a torchjd ``Aggregator`` called on :func:`group_matrix`, split into tensors."""
+
+    def weights(self, gram: Tensor) -> Tensor:
+        raise TypeError(f"{self.name}: this method is not a weighting of the gradients")
+
+    def direction(self, grads: TensorLists, grams: Tensor, inplace: bool) -> tuple[list[Tensor], float, Tensor]:
+        matrix = group_matrix(grads)
+        vector = self._call(lambda: self.module(matrix), matrix.device).detach()
+        inner = (matrix.double() @ vector.double()).cpu()
+        del matrix
+        weights = torch.linalg.lstsq(grams.sum(0), inner.unsqueeze(1), driver="gelsd").solution.squeeze(1)
+        pieces = torch.split(vector, [t.numel() for t in grads[0]])
+        if inplace:
+            for target, piece in zip(grads[0], pieces, strict=True):
+                target.copy_(piece.reshape(target.shape))
+            return grads[0], 1.0, weights
+        return [p.reshape(t.shape).to(t.dtype) for p, t in zip(pieces, grads[0], strict=True)], 1.0, weights

@@ -24,6 +24,7 @@ Capabilities the trainer reads instead of testing a method's name:
 
 from __future__ import annotations
 
+import copy
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -34,6 +35,7 @@ import torch
 from torch import Tensor
 
 from ._kernels import TensorLists, accumulate, foreach, robust_norms, tensor_grams, working_dtype
+from .magnitude import MAGNITUDE_DEFAULTS, MagnitudeRule, magnitude_rule
 
 
 @dataclass(frozen=True)
@@ -80,32 +82,30 @@ def cosine_from_gram(gram: Tensor) -> Tensor:
     return torch.where(denom > 0, gram / safe, torch.zeros_like(gram)).clamp(-1.0, 1.0)
 
 
-class MagnitudeRule(ABC):
-    """Per-tensor scales of an integrator's direction ``d = sum_i w_i g_i``."""
-
-    @abstractmethod
-    def scales(self, grams: Tensor, direction_norms: Tensor, dtype: torch.dtype) -> Tensor:
-        """``(P,)`` float64 scales from the ``(P, k, k)`` per-tensor ``grams`` and ``|d_p|``.
-
-        ``dtype`` is the working precision of the gradients (for round-off thresholds).
-        """
-
-    def hparams(self) -> dict[str, Any]:
-        return {}
-
-
 class Integrator(ABC):
     """Turns ``k`` per-loss gradients on one parameter group into one update.
 
     A single loss passes through unchanged (a parameter that one loss reaches gets its plain
-    gradient). Subclasses implement :meth:`weights` and may set :attr:`magnitude`.
+    gradient). Subclasses implement :meth:`weights` (a function of the group Gram matrix) and may
+    set :attr:`magnitude`. Methods that need the gradients themselves, not only their Gram matrix,
+    override :meth:`direction` instead (see :mod:`framework.integrators._torchjd`).
     """
 
     name: ClassVar[str] = ""
     label_params: ClassVar[tuple[str, ...] | None] = None
     """Hyperparameters a run label shows when changed from their default (``None``: all)."""
+    scale_degree: ClassVar[int | None] = 1
+    """``h`` with ``update(c * g) = c**h * update(g)`` for ``c > 0`` (1 for most methods; 0 for
+    Nash-MTL, whose update does not depend on the gradients' scale; ``None``: neither)."""
+    per_group_state: ClassVar[bool] = False
+    """Whether each parameter group needs its own copy of the integrator's state (EMAs of a
+    group's gradients); the engine then integrates each group with its own :meth:`for_group` copy."""
+
+    default_magnitude: ClassVar[str] = "none"
+    """The method's published magnitude choice (see :func:`~.magnitude.magnitude_rule`)."""
 
     magnitude: MagnitudeRule | None = None
+    _magnitude_choice: tuple[str, float, str] | None = None
 
     @abstractmethod
     def weights(self, gram: Tensor) -> Tensor:
@@ -121,21 +121,52 @@ class Integrator(ABC):
         gradients (fixed weights, no magnitude rule); ``None`` otherwise."""
         return None if self.magnitude is not None else self.fixed_weights(k)
 
+    def set_magnitude(
+        self, magnitude: str | None = None, gamma: float = MAGNITUDE_DEFAULTS["gamma"],
+        rescale: str = MAGNITUDE_DEFAULTS["rescale"],
+    ) -> None:
+        """Choose the magnitude rule (``none``, ``restore``, ``restore_gamma``; ``None``: the method's
+        default), independently of the method's direction."""
+        choice = self.default_magnitude if magnitude is None else magnitude
+        self.magnitude = magnitude_rule(choice, gamma, rescale, owner=self.name or type(self).__name__)
+        self._magnitude_choice = (choice, float(gamma), rescale)
+
+    def magnitude_hparams(self) -> dict[str, Any]:
+        """The magnitude choice as constructor parameters: ``magnitude`` when it is not the method's
+        default, ``gamma`` and ``rescale`` where the rule uses them."""
+        choice, gamma, rescale = self._magnitude_choice or (self.default_magnitude, *MAGNITUDE_DEFAULTS.values())
+        out: dict[str, Any] = {} if choice == self.default_magnitude else {"magnitude": choice}
+        if choice == "restore_gamma":
+            out["gamma"] = gamma
+        if choice != "none":
+            out["rescale"] = rescale
+        return out
+
+    def for_group(self) -> Integrator:
+        """The integrator a parameter group uses: ``self``, or a fresh copy when state is per group."""
+        return copy.deepcopy(self) if self.per_group_state else self
+
+    def direction(self, grads: TensorLists, grams: Tensor, inplace: bool) -> tuple[list[Tensor], float, Tensor]:
+        """``(base, factor, weights)``: the direction is ``factor * base`` (per tensor), and ``weights``
+        its coefficients on the gradients. ``base`` may live in ``grads[0]`` when ``inplace``."""
+        k = len(grads)
+        weights = self.weights(grams.sum(0)).detach().double().cpu()
+        if weights.shape != (k,):
+            raise ValueError(f"{self.name or type(self).__name__}: weights must have shape ({k},), got {tuple(weights.shape)}")
+        base, factor = accumulate(grads, weights, inplace)
+        return base, factor, weights
+
     def integrate(self, grads: TensorLists, inplace: bool = False) -> Integration[list[Tensor]]:
         """The per-tensor update from per-loss per-tensor ``grads`` (``inplace`` reuses ``grads[0]``)."""
         if len(grads) == 0 or len(grads[0]) == 0:
             raise ValueError("integrator needs at least one loss and one parameter tensor")
         grams = tensor_grams(grads)
-        k = len(grads)
-        if k == 1:
+        if len(grads) == 1:
             update = grads[0] if inplace else [g.clone() for g in grads[0]]
             return Integration(update, _decision(grams, torch.ones(1, dtype=torch.float64), robust_norms(update)))
-        weights = self.weights(grams.sum(0)).detach().double().cpu()
-        if weights.shape != (k,):
-            raise ValueError(f"{self.name or type(self).__name__}: weights must have shape ({k},), got {tuple(weights.shape)}")
         # d = factor * base: one fused pass forms base; a magnitude rule and the factor then go in
         # one multiplication pass per group.
-        base, factor = accumulate(grads, weights, inplace)
+        base, factor, weights = self.direction(grads, grams, inplace)
         direction_norms = robust_norms(base) * abs(factor)
         if self.magnitude is None:
             if factor != 1.0:
@@ -165,9 +196,13 @@ class Integrator(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         del state
 
-    def hparams(self) -> dict[str, Any]:
-        """The constructor arguments that rebuild this integrator."""
+    def method_hparams(self) -> dict[str, Any]:
+        """The method's own constructor arguments."""
         return {}
+
+    def hparams(self) -> dict[str, Any]:
+        """The parameters that rebuild this integrator with :func:`~.registry.get_integrator`."""
+        return {**self.method_hparams(), **self.magnitude_hparams()}
 
     def label(self) -> str:
         """``name`` or ``name(p=v,...)`` with the label parameters that differ from their defaults."""
@@ -176,6 +211,7 @@ class Integrator(ABC):
             for name, p in inspect.signature(type(self).__init__).parameters.items()
             if p.default is not inspect.Parameter.empty
         }
+        defaults.update(MAGNITUDE_DEFAULTS, magnitude=self.default_magnitude)
         shown = self.label_params
         changed = {
             k: v for k, v in self.hparams().items() if (shown is None or k in shown) and defaults.get(k, object()) != v

@@ -1,15 +1,41 @@
-"""Magnitude rules: per-tensor scales applied to an integrator's direction."""
+"""Magnitude rules: per-tensor scales applied to an integrator's direction.
+
+Direction and magnitude are separate choices. Every integrator takes ``magnitude``:
+
+- ``none``: the method's own update;
+- ``restore``: MMPareto's restoration, ``max(1, |u| / |d|)`` with ``u = sum_i g_i``: a direction
+  shorter than the plain sum is scaled up to it;
+- ``restore_gamma``: the same, times ``gamma`` (MMPareto's full rule, its default).
+
+``rescale`` says where norms are taken: per parameter tensor (``tensor``, MMPareto's reference
+code) or once for the group (``group``).
+"""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .base import MagnitudeRule
-
 RESCALE_CHOICES = ("tensor", "group")
+MAGNITUDE_CHOICES = ("none", "restore", "restore_gamma")
+MAGNITUDE_DEFAULTS: dict[str, Any] = {"gamma": 1.5, "rescale": "tensor"}
+
+
+class MagnitudeRule(ABC):
+    """Per-tensor scales of an integrator's direction ``d = sum_i w_i g_i``."""
+
+    @abstractmethod
+    def scales(self, grams: Tensor, direction_norms: Tensor, dtype: torch.dtype) -> Tensor:
+        """``(P,)`` float64 scales from the ``(P, k, k)`` per-tensor ``grams`` and ``|d_p|``.
+
+        ``dtype`` is the working precision of the gradients (for round-off thresholds).
+        """
+
+    def hparams(self) -> dict[str, Any]:
+        return {}
 
 
 class RestoreAndEnlarge(MagnitudeRule):
@@ -43,3 +69,12 @@ class RestoreAndEnlarge(MagnitudeRule):
 
     def hparams(self) -> dict[str, Any]:
         return {"gamma": self.gamma, "rescale": self.rescale}
+
+
+def magnitude_rule(choice: str, gamma: float, rescale: str, owner: str = "magnitude") -> MagnitudeRule | None:
+    """The rule for a ``magnitude`` choice; ``None`` for ``none``."""
+    if choice not in MAGNITUDE_CHOICES:
+        raise ValueError(f"{owner}: unknown magnitude {choice!r}; valid choices: {', '.join(MAGNITUDE_CHOICES)}")
+    if choice == "none":
+        return None
+    return RestoreAndEnlarge(gamma if choice == "restore_gamma" else 1.0, rescale, owner=owner)

@@ -7,13 +7,12 @@ paper is silent).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from .base import Integrator, cosine_from_gram
-from .magnitude import RestoreAndEnlarge
 from .min_norm import min_norm_weights, two_vector_weight
 from .registry import register
 
@@ -39,13 +38,16 @@ def mmpareto_weights(gram: Tensor) -> Tensor:
 @register("mmpareto")
 class MMPareto(Integrator):
     """Direction ``h = k * sum_i a_i g_i`` (weights ``k * a``), then ``gamma * max(1, |u| / |h|) * h``
-    with ``u = sum_i g_i``, per tensor (``rescale="tensor"``) or per group (``"group"``)."""
+    with ``u = sum_i g_i``, per tensor (``rescale="tensor"``) or per group (``"group"``).
 
-    def __init__(self, gamma: float = 1.5, rescale: str = "tensor") -> None:
-        self.magnitude = RestoreAndEnlarge(gamma, rescale, owner="mmpareto")
+    Its parameters ``gamma`` and ``rescale`` are those of the magnitude rule (``restore_gamma``, its
+    default); ``magnitude=none`` keeps the direction ``h`` alone.
+    """
+
+    default_magnitude: ClassVar[str] = "restore_gamma"
+
+    def __init__(self) -> None:
+        self.set_magnitude()
 
     def weights(self, gram: Tensor) -> Tensor:
         return gram.shape[0] * mmpareto_weights(gram)
-
-    def hparams(self) -> dict[str, Any]:
-        return self.magnitude.hparams()

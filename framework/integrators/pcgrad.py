@@ -54,5 +54,5 @@ class PCGrad(Integrator):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
 
-    def hparams(self) -> dict[str, Any]:
+    def method_hparams(self) -> dict[str, Any]:
         return {"seed": self.seed}

@@ -8,6 +8,9 @@ from typing import Any, TypeVar
 
 from .base import Integrator
 
+MAGNITUDE_PARAMS = ("magnitude", "gamma", "rescale")
+"""Parameters every integrator takes: its magnitude rule (:mod:`.magnitude`)."""
+
 INTEGRATORS: dict[str, type[Integrator]] = {}
 
 T = TypeVar("T", bound=type[Integrator])
@@ -34,16 +37,23 @@ def parameters_of(cls: type[Integrator]) -> list[str]:
 def get_integrator(name: str, **params: Any) -> Integrator:
     """Build the integrator registered as ``name`` with keyword ``params``.
 
+    ``magnitude``, ``gamma`` and ``rescale`` choose the magnitude rule of any integrator (default:
+    the method's published one).
+
     Raises ``ValueError`` naming the valid choices for an unknown name or parameter.
     """
     if name not in INTEGRATORS:
         raise ValueError(f"unknown integrator {name!r}; valid choices: {', '.join(sorted(INTEGRATORS))}")
     cls = INTEGRATORS[name]
-    valid = parameters_of(cls)
+    own = parameters_of(cls)
+    valid = own + [p for p in MAGNITUDE_PARAMS if p not in own]
     unknown = sorted(set(params) - set(valid))
     if unknown:
         raise ValueError(
             f"integrator {name!r} has no parameter {', '.join(map(repr, unknown))}; "
-            f"valid parameters: {', '.join(valid) or '(none)'}"
+            f"valid parameters: {', '.join(valid)}"
         )
-    return cls(**params)
+    magnitude = {p: params.pop(p) for p in MAGNITUDE_PARAMS if p in params and p not in own}
+    integrator = cls(**params)
+    integrator.set_magnitude(**magnitude)
+    return integrator

@@ -30,5 +30,5 @@ class Sum(Integrator):
     def fixed_weights(self, k: int) -> Tensor:
         return torch.full((k,), self.scale, dtype=torch.float64)
 
-    def hparams(self) -> dict[str, Any]:
+    def method_hparams(self) -> dict[str, Any]:
         return {"scale": self.scale}

@@ -23,7 +23,7 @@ class UPGrad(GramianWeightingIntegrator):
     def __init__(self, pref_vector: Sequence[float] | None = None) -> None:
         self.pref_vector = None if pref_vector is None else [float(x) for x in pref_vector]
         preference = None if self.pref_vector is None else torch.tensor(self.pref_vector, dtype=torch.float64)
-        self.weighting = UPGradWeighting(pref_vector=preference)
+        self._use(UPGradWeighting(pref_vector=preference))
 
-    def hparams(self) -> dict[str, Any]:
+    def method_hparams(self) -> dict[str, Any]:
         return {"pref_vector": self.pref_vector}

@@ -20,6 +20,7 @@ When the integrator's update is a fixed uniform combination ``c * sum_i g_i`` on
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -49,6 +50,27 @@ class GradientEngine:
         self.head_params = [p for p in model.parameters() if p.requires_grad and id(p) not in in_groups]
         self.plan: GradientPlan | None = None
         self._summed_scales: dict[str, float] | None = None
+        self._group_integrators: dict[str, Integrator] = {}
+        self._pending_states: dict[str, dict] = {}
+
+    def integrator_for(self, group: str) -> Integrator:
+        """The integrator of ``group``: the shared one, or the group's own copy (per-group state)."""
+        if group not in self._group_integrators:
+            integrator = self.integrator.for_group()
+            if group in self._pending_states:
+                integrator.load_state_dict(self._pending_states.pop(group))
+            self._group_integrators[group] = integrator
+        return self._group_integrators[group]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The integrators' state: the shared one's, and each group's own copy's."""
+        groups = {g: i.state_dict() for g, i in self._group_integrators.items() if i is not self.integrator}
+        return {"integrator": self.integrator.state_dict(), "groups": {**self._pending_states, **groups}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.integrator.load_state_dict(state["integrator"])
+        self._group_integrators = {}
+        self._pending_states = dict(state.get("groups", {}))
 
     def make_plan(self, features: Mapping[str, Tensor], losses: Mapping[str, Tensor]) -> GradientPlan:
         """Find which losses reach which groups, and pack losses with disjoint reach."""
@@ -222,7 +244,7 @@ class GradientEngine:
         if len(names) == 1:
             _assign(params, by_loss[names[0]])
             return None
-        update, decision = self.integrator.integrate([by_loss[n] for n in names], inplace=True)
+        update, decision = self.integrator_for(group).integrate([by_loss[n] for n in names], inplace=True)
         _assign(params, update)
         return GroupDecision(group, names, decision)
 

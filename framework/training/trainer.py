@@ -93,7 +93,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "integrator": self.integrator.state_dict(),
+            "integrator": self.engine.state_dict(),
             "shuffle": self.shuffle.get_state(),
             "rng": rng_state(),
             "state": self.state.__dict__.copy(),
@@ -105,7 +105,7 @@ class Trainer:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         if self.scheduler is not None and checkpoint["scheduler"] is not None:
             self.scheduler.load_state_dict(checkpoint["scheduler"])
-        self.integrator.load_state_dict(checkpoint["integrator"])
+        self.engine.load_state_dict(checkpoint["integrator"])
         self.shuffle.set_state(checkpoint["shuffle"])
         set_rng_state(checkpoint["rng"])
         self.state = TrainingState(**checkpoint["state"])
