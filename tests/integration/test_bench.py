@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from framework import bench
+from framework.bench.cases import MODELS, build_model, make_batch, model_case
+from framework.bench.variants import VARIANTS, make_runner
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,15 +25,15 @@ def test_quick_benchmark_writes_the_documented_json(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(out.read_text())
-    assert set(data) == set(bench.MODELS)
+    assert set(data) == set(MODELS)
     for model, by_variant in data.items():
-        case = bench.model_case(model, quick=True)
-        assert set(by_variant) == set(bench.VARIANTS) - set(case.unsupported), model
+        case = model_case(model, quick=True)
+        assert set(by_variant) == set(VARIANTS) - set(case.unsupported), model
         for variant, figures in by_variant.items():
             assert set(figures) == {"step_ms", "peak_mb", "ratio_to_sum"}, (model, variant)
             assert all(isinstance(v, float) and math.isfinite(v) and v > 0 for v in figures.values()), figures
         assert by_variant["sum"]["ratio_to_sum"] == 1.0
-    for variant in bench.VARIANTS:
+    for variant in VARIANTS:
         assert variant in result.stdout  # the table
     assert "no mmpareto_reference_style (the reference code" in result.stderr  # said, not silently absent
     versus = result.stdout.split("step time relative to resnet18_av:")[1]
@@ -63,14 +64,14 @@ def test_unknown_model_is_a_clear_error():
     assert "unknown models ['vit']" in result.stderr and "transformer_xmodal" in result.stderr
 
 
-@pytest.mark.parametrize("model", [m for m in bench.MODELS if "mmpareto_reference_style" not in bench.model_case(m, True).unsupported])
+@pytest.mark.parametrize("model", [m for m in MODELS if "mmpareto_reference_style" not in model_case(m, True).unsupported])
 def test_reference_style_step_equals_the_framework_mmpareto_step(model):
     """The comparison is fair: the reference code's way computes the same update."""
-    case = bench.model_case(model, quick=True)
-    template = bench.build_model(case).double()
+    case = model_case(model, quick=True)
+    template = build_model(case).double()
     updates = {}
     for variant in ("mmpareto", "mmpareto_reference_style"):
-        runner = bench.make_runner(variant, case, template, torch.device("cpu"), Path("."))
+        runner = make_runner(variant, case, template, torch.device("cpu"), Path("."))
         runner.inputs.update({m: t.double() for m, t in runner.inputs.items()})
         model_ = runner.model.eval()  # no BatchNorm statistics updates: both see the same function
         before = [p.detach().clone() for p in model_.parameters()]
@@ -82,8 +83,8 @@ def test_reference_style_step_equals_the_framework_mmpareto_step(model):
 
 def test_torchjd_variant_trains_every_parameter():
     """torchjd variants train the same model: after one step every parameter moved."""
-    case = bench.model_case("cnn_cgmnist", quick=True)
-    runner = bench.make_runner("torchjd_upgrad", case, bench.build_model(case), torch.device("cpu"), Path("."))
+    case = model_case("cnn_cgmnist", quick=True)
+    runner = make_runner("torchjd_upgrad", case, build_model(case), torch.device("cpu"), Path("."))
     before = [p.detach().clone() for p in runner.model.parameters()]
     runner.step()
     moved = [not torch.equal(p, b) for p, b in zip(runner.model.parameters(), before)]
@@ -96,16 +97,16 @@ def test_transformer_case_has_three_loss_groups_and_refuses_the_reference_style(
     from framework.losses import MultitaskLoss
     from framework.training.gradients import GradientEngine
 
-    case = bench.model_case("transformer_xmodal", quick=True)
-    model = bench.build_model(case)
-    inputs, labels = bench.make_batch(case, case.batch_size)
+    case = model_case("transformer_xmodal", quick=True)
+    model = build_model(case)
+    inputs, labels = make_batch(case, case.batch_size)
     engine = GradientEngine(model, get_integrator("mmpareto"))
     features = model.encode(inputs)
     engine.backward(features, MultitaskLoss()(model.classify(features), labels))
-    reach = [len(losses) for losses in engine.reach.values()]
+    reach = [len(losses) for losses in engine.plan.reach.values()]
     assert max(reach) == 3 and min(reach) == 2
     with pytest.raises(ValueError, match="does not apply to transformer_xmodal: the reference code"):
-        bench.make_runner("mmpareto_reference_style", case, bench.build_model(case), torch.device("cpu"), Path("."))
+        make_runner("mmpareto_reference_style", case, build_model(case), torch.device("cpu"), Path("."))
 
 
 def test_benchmarked_transformer_is_the_configured_one():
@@ -113,7 +114,20 @@ def test_benchmarked_transformer_is_the_configured_one():
     from omegaconf import OmegaConf
 
     conf = OmegaConf.load(ROOT / "conf" / "model" / "transformer_xmodal.yaml")
-    case = bench.model_case("transformer_xmodal", quick=False)
+    case = model_case("transformer_xmodal", quick=False)
     for key in ("dim", "depth", "heads", "mlp_ratio", "patch_size"):
         assert case.build.keywords[key] == conf[key], key
-    assert case.spec == bench.model_case("resnet18_av", quick=False).spec  # the same batch as resnet18_av
+    assert case.spec == model_case("resnet18_av", quick=False).spec  # the same batch as resnet18_av
+
+
+def test_full_run_budgets_fit_five_minutes():
+    """The rounds' time budgets leave about 80 s for warmup, memory steps and the probe in 270 s."""
+    budgets = [model_case(m, quick=False).budget_s for m in MODELS]
+    assert all(math.isfinite(b) for b in budgets) and sum(budgets) <= 190
+
+
+def test_help_describes_the_benchmark():
+    result = subprocess.run(
+        [sys.executable, "-m", "framework.bench", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0 and "Step-time benchmark" in result.stdout and "--quick" in result.stdout

@@ -1,0 +1,98 @@
+"""The benchmarked variants: an explicit registry, variant name -> the factory of its runner.
+
+A factory gets a :class:`~.runner.Setup` (its own copy of the initial model, optimizer, batch,
+loss) and returns the :class:`~.runner.Runner` whose step is timed. :data:`VARIANTS` lists the
+names in registration order, which is the order of the tables.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from ..integrators import get_integrator
+from ..losses import MultitaskLoss
+from ..models.base import MultimodalModel
+from ..training.gradients import GradientEngine
+from .cases import ModelCase, make_batch, make_optimizer
+from .reference import reference_style_step
+from .runner import Runner, Setup
+from .stats import stats_runner
+from .torchjd_step import torchjd_step
+
+VariantFactory = Callable[[Setup], Runner]
+VARIANT_FACTORIES: dict[str, VariantFactory] = {}
+"""Variant name -> factory, filled by :func:`register_variant`."""
+
+
+def register_variant(*names: str) -> Callable[[VariantFactory], VariantFactory]:
+    """Register ``factory(setup) -> Runner`` under each of ``names`` (``setup.name`` says which)."""
+
+    def decorate(factory: VariantFactory) -> VariantFactory:
+        for name in names:
+            if name in VARIANT_FACTORIES:
+                raise ValueError(f"variant {name!r} is registered twice")
+            VARIANT_FACTORIES[name] = factory
+        return factory
+
+    return decorate
+
+
+@register_variant("sum", "pcgrad", "mgda", "mmpareto")
+def framework_runner(setup: Setup) -> Runner:
+    """The framework's ``GradientEngine`` with the integrator of the variant's name."""
+    model, optimizer, loss, inputs, labels = setup.model, setup.optimizer, setup.loss, setup.inputs, setup.labels
+    engine = GradientEngine(model, get_integrator(setup.name))
+
+    def step() -> None:
+        features = model.encode(inputs)
+        losses = loss(model.classify(features), labels)
+        engine.backward(features, losses)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return setup.runner(step)
+
+
+@register_variant("mmpareto_reference_style")
+def reference_runner(setup: Setup) -> Runner:
+    """The reference code's way of taking an MMPareto step (:mod:`.reference`)."""
+    return setup.runner(reference_style_step(setup.model, setup.optimizer, setup.loss, setup.inputs, setup.labels))
+
+
+register_variant("mmpareto_stats")(stats_runner)
+
+TORCHJD_AGGREGATORS = {"torchjd_mgda": "MGDA", "torchjd_upgrad": "UPGrad"}
+"""Variant name -> class name in ``torchjd.aggregation``."""
+
+
+@register_variant(*TORCHJD_AGGREGATORS)
+def torchjd_runner(setup: Setup) -> Runner:
+    """torchjd's ``mtl_backward`` and ``jac_to_grad`` with the variant's aggregator (:mod:`.torchjd_step`)."""
+    import torchjd.aggregation
+
+    aggregator = getattr(torchjd.aggregation, TORCHJD_AGGREGATORS[setup.name])()
+    return setup.runner(torchjd_step(setup.model, setup.optimizer, setup.loss, setup.inputs, setup.labels, aggregator))
+
+
+VARIANTS = tuple(VARIANT_FACTORIES)
+
+
+def make_runner(
+    variant: str, case: ModelCase, template: MultimodalModel, device: torch.device, workdir: Path
+) -> Runner:
+    """The runner of ``variant`` on ``case``: its own copy of ``template`` on ``device``, in train
+    mode, with a fresh optimizer and the case's fixed batch."""
+    if variant not in VARIANT_FACTORIES:
+        raise ValueError(f"unknown variant {variant!r}; valid choices: {', '.join(VARIANTS)}")
+    if variant in case.unsupported:
+        raise ValueError(f"variant {variant!r} does not apply to {case.name}: {case.unsupported[variant]}")
+    model = copy.deepcopy(template).to(device)
+    model.train()
+    inputs, labels = make_batch(case, case.batch_size)
+    inputs, labels = {m: t.to(device) for m, t in inputs.items()}, labels.to(device)
+    setup = Setup(variant, case, model, make_optimizer(model), inputs, labels, MultitaskLoss(), device, workdir)
+    return VARIANT_FACTORIES[variant](setup)
