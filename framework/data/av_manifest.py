@@ -20,7 +20,8 @@ the expected layout. A sample whose files are missing, whose label is unknown or
 decode is *corrupt*: ``on_corrupt="error"`` stops with an error naming the clip id;
 ``on_corrupt="skip"`` drops it (samples found at indexing) or substitutes the next readable sample
 (samples that fail to decode while loading, in any worker process). ``dataset.skipped`` counts the
-skipped samples of a split; ``skipped_ids`` lists those found at indexing.
+skipped samples of a split; ``skipped_ids`` lists those found at indexing (the shared
+mechanism: :class:`framework.data.base.SkippingDataset`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import csv
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,17 +38,12 @@ import torch
 from torch import Tensor
 
 from .audio import SpectrogramSettings, fit_shape, load_spectrogram
-from .base import DatasetSpec, MultimodalDataset, Splits
+from .base import ON_CORRUPT, CorruptSampleError, DatasetSpec, SkipCounter, SkippingDataset, Splits
 from .images import AUGMENTATIONS, list_images, load_image
 
 log = logging.getLogger(__name__)
 
-ON_CORRUPT = ("skip", "error")
 AUDIO_FORMATS = ("pt", "wav")
-
-
-class CorruptSampleError(ValueError):
-    """A sample could not be read; the message names the dataset, the clip id and the file."""
 
 
 @dataclass(frozen=True)
@@ -76,65 +72,6 @@ class Clip:
     audio: str
     frames_dir: str
     frames: tuple[str, ...]
-
-
-@dataclass
-class SkipCounter:
-    """Samples skipped at indexing (ids) plus samples that failed to decode while loading.
-
-    The load-time flags live in shared memory, so DataLoader worker processes update the count the
-    trainer reads in the main process.
-    """
-
-    size: int
-    indexed: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.flags = torch.zeros(max(self.size, 1), dtype=torch.uint8).share_memory_()
-
-    @property
-    def count(self) -> int:
-        return len(self.indexed) + int(self.flags.sum())
-
-
-class SkippingDataset(MultimodalDataset):
-    """A disk dataset whose samples may be corrupt: ``load`` reads one sample; ``__getitem__``
-    applies ``on_corrupt`` (error naming the sample, or skip to the next readable one and count it)."""
-
-    name: str
-    on_corrupt: str
-    counter: SkipCounter
-
-    def sample_id(self, index: int) -> str:
-        raise NotImplementedError
-
-    def load(self, index: int) -> tuple[dict[str, Tensor], int]:
-        raise NotImplementedError
-
-    @property
-    def skipped(self) -> int:
-        """How many samples of this split were skipped (at indexing and while loading)."""
-        return self.counter.count
-
-    @property
-    def skipped_ids(self) -> list[str]:
-        """The samples skipped at indexing (those skipped while loading are logged as they happen)."""
-        return list(self.counter.indexed)
-
-    def __getitem__(self, index: int) -> tuple[dict[str, Tensor], int]:
-        for attempt in range(len(self)):
-            i = (index + attempt) % len(self)
-            try:
-                return self.load(i)
-            except Exception as exc:  # any decoding failure is this sample's corruption
-                message = f"{self.name}: corrupt sample {self.sample_id(i)!r} ({type(exc).__name__}: {exc})"
-                message = message.replace("\n", " ")
-                if self.on_corrupt == "error":
-                    raise CorruptSampleError(message) from exc
-                if not self.counter.flags[i]:
-                    log.warning("%s; skipped", message)
-                self.counter.flags[i] = 1
-        raise CorruptSampleError(f"{self.name}: no sample of this split could be read")
 
 
 def read_rows(path: Path, expected: str) -> list[list[str]]:
@@ -232,7 +169,6 @@ class AVManifestDataset(SkippingDataset):
             for i in self.frame_indices(len(clip.frames))
         ]
         return {"audio": audio, "visual": torch.stack(frames)}, clip.label
-
 
 
 def _index_split(
@@ -399,45 +335,3 @@ def _first_audio_shape(name: str, clips: list[Clip]) -> tuple[int, ...]:
             return tuple((1, *x.shape) if x.dim() == 2 else x.shape)
     raise CorruptSampleError(f"{name}: none of the first training spectrograms (.pt) could be read; set audio_shape")
 
-
-def write_example(
-    root: str | Path,
-    clips: dict[str, list[str]],
-    layout: AVLayout,
-    classes: Sequence[str] | None = None,
-    frames_per_clip: int = 3,
-    frame_size: tuple[int, int] = (24, 32),
-    spectrogram_shape: tuple[int, int] = (257, 188),
-    wav_rate: int = 16000,
-    wav_seconds: float = 0.5,
-    seed: int = 0,
-) -> None:
-    """Write a tiny dataset in the real layout: ``clips`` maps split -> ``clip_id`` whose label is
-    the text after the last ``@`` (e.g. ``"1001_DFA_ANG_XX@ANG"``). For tests and examples."""
-    from .audio import write_wav
-    from .images import write_image
-
-    root = Path(root)
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    if classes is not None:
-        with (root / "stat.csv").open("w", newline="") as f:
-            csv.writer(f).writerows([[c] for c in classes])
-    for split, entries in clips.items():
-        rows = []
-        for entry in entries:
-            clip_id, _, label = entry.rpartition("@")
-            rows.append([clip_id, label])
-            if layout.audio_format == "pt":
-                (root / layout.audio_dir).mkdir(parents=True, exist_ok=True)
-                torch.save(torch.from_numpy(rng.standard_normal(spectrogram_shape).astype(np.float32)),
-                           root / layout.audio_dir / f"{clip_id}.pt")
-            else:
-                t = np.arange(int(wav_rate * wav_seconds)) / wav_rate
-                tone = 0.3 * np.sin(2 * np.pi * (200 + 50 * len(label) + 100 * rng.random()) * t)
-                write_wav(root / layout.audio_dir / f"{clip_id}.wav", tone + 0.01 * rng.standard_normal(t.size), wav_rate)
-            for k in range(1, frames_per_clip + 1):
-                pixels = rng.integers(0, 256, size=(*frame_size, 3), dtype=np.uint8)
-                write_image(root / layout.visual_dir / clip_id / f"frame_{k:05d}.jpg", pixels)
-        with (root / f"{split}.csv").open("w", newline="") as f:
-            csv.writer(f).writerows(rows)

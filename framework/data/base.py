@@ -1,15 +1,32 @@
-"""What a dataset is: samples that are a dict of modality tensors plus a label."""
+"""What a dataset is: samples that are a dict of modality tensors plus a label.
+
+Every dataset reports how many corrupt samples it skipped (:attr:`MultimodalDataset.skipped`);
+in-memory datasets never skip. Disk datasets derive from :class:`SkippingDataset`, which reads a
+sample with ``load`` and applies ``on_corrupt`` (:data:`ON_CORRUPT`): stop with a
+:class:`CorruptSampleError` naming the sample, or skip to the next readable one and count it.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+log = logging.getLogger(__name__)
+
 Batch = tuple[dict[str, Tensor], Tensor]
+
+ON_CORRUPT = ("skip", "error")
+"""What a disk dataset does with a corrupt sample: skip (and count) it, or raise."""
+
+
+class CorruptSampleError(ValueError):
+    """A sample could not be read; the message names the dataset, the sample id and the file."""
 
 
 @dataclass(frozen=True)
@@ -27,9 +44,79 @@ class DatasetSpec:
 
 
 class MultimodalDataset(Dataset):
-    """A map-style dataset whose items are ``({modality: tensor}, label)``."""
+    """A map-style dataset whose items are ``({modality: tensor}, label)``.
+
+    ``can_skip`` says whether the dataset may skip corrupt samples (disk datasets); ``skipped``
+    is how many it has skipped so far (always 0 when it cannot skip).
+    """
 
     spec: DatasetSpec
+    can_skip: ClassVar[bool] = False
+
+    @property
+    def skipped(self) -> int:
+        """How many samples of this split were skipped as corrupt; 0 for datasets that never skip."""
+        return 0
+
+
+@dataclass
+class SkipCounter:
+    """Samples skipped at indexing (ids) plus samples that failed to decode while loading.
+
+    The load-time flags live in shared memory, so DataLoader worker processes update the count the
+    trainer reads in the main process.
+    """
+
+    size: int
+    indexed: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.flags = torch.zeros(max(self.size, 1), dtype=torch.uint8).share_memory_()
+
+    @property
+    def count(self) -> int:
+        return len(self.indexed) + int(self.flags.sum())
+
+
+class SkippingDataset(MultimodalDataset):
+    """A disk dataset whose samples may be corrupt: ``load`` reads one sample; ``__getitem__``
+    applies ``on_corrupt`` (error naming the sample, or skip to the next readable one and count it)."""
+
+    can_skip: ClassVar[bool] = True
+    name: str
+    on_corrupt: str
+    counter: SkipCounter
+
+    def sample_id(self, index: int) -> str:
+        raise NotImplementedError
+
+    def load(self, index: int) -> tuple[dict[str, Tensor], int]:
+        raise NotImplementedError
+
+    @property
+    def skipped(self) -> int:
+        """How many samples of this split were skipped (at indexing and while loading)."""
+        return self.counter.count
+
+    @property
+    def skipped_ids(self) -> list[str]:
+        """The samples skipped at indexing (those skipped while loading are logged as they happen)."""
+        return list(self.counter.indexed)
+
+    def __getitem__(self, index: int) -> tuple[dict[str, Tensor], int]:
+        for attempt in range(len(self)):
+            i = (index + attempt) % len(self)
+            try:
+                return self.load(i)
+            except Exception as exc:  # any decoding failure is this sample's corruption
+                message = f"{self.name}: corrupt sample {self.sample_id(i)!r} ({type(exc).__name__}: {exc})"
+                message = message.replace("\n", " ")
+                if self.on_corrupt == "error":
+                    raise CorruptSampleError(message) from exc
+                if not self.counter.flags[i]:
+                    log.warning("%s; skipped", message)
+                self.counter.flags[i] = 1
+        raise CorruptSampleError(f"{self.name}: no sample of this split could be read")
 
 
 class TensorMultimodalDataset(MultimodalDataset):
@@ -68,6 +155,12 @@ class Splits:
     @property
     def spec(self) -> DatasetSpec:
         return self.train.spec
+
+    def skipped(self) -> dict[str, int]:
+        """Corrupt samples skipped so far, by split name (``train``, ``val``, ``test``), for the
+        splits whose dataset can skip (``can_skip``: disk datasets); ``{}`` for in-memory data."""
+        datasets = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: int(d.skipped) for name, d in datasets.items() if getattr(d, "can_skip", False)}
 
 
 def iterate_batches(

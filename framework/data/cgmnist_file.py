@@ -66,16 +66,6 @@ def read_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype, offset=offset).reshape(dims).copy()
 
 
-def write_idx(path: str | Path, array: np.ndarray) -> None:
-    """Write a uint8 array as an IDX file (gzipped if the name ends in .gz); for fixtures."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "wb") as f:
-        f.write(header + array.tobytes())
-
-
 def _gray(root: Path, gray_dir: str, split: str, expected: str) -> tuple[np.ndarray, np.ndarray]:
     arrays = []
     for name in GRAY_FILES[split]:
@@ -170,22 +160,3 @@ def cgmnist_file_splits(
         train=subset(train_idx), val=subset(val_idx), test=TensorMultimodalDataset({"gray": tg, "color": tc}, ty, spec)
     )
 
-
-def write_example(root: str | Path, n_train: int = 40, n_test: int = 20, color_var: float = 0.020, seed: int = 0) -> None:
-    """Write a tiny CG-MNIST in the original layout (random digits, labels ``i % 10``); for tests."""
-    root = Path(root)
-    rng = np.random.default_rng(seed)
-    data = {}
-    for split, n, gz in (("train", n_train, True), ("test", n_test, False)):
-        gray = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-        labels = (np.arange(n) % 10).astype(np.uint8)
-        images, label_file = GRAY_FILES[split]
-        suffix = ".gz" if gz else ""
-        write_idx(root / GRAY_DIR / f"{images}{suffix}", gray)
-        write_idx(root / GRAY_DIR / f"{label_file}{suffix}", labels)
-        colors = rng.integers(0, 256, size=(n, 1, 1, 3))
-        data[f"{split}_image"] = (gray[..., None].astype(np.float64) * colors / 255).astype(np.uint8)
-        data[f"{split}_label"] = labels.copy()
-    path = root / COLOR_FILE.format(color_var=float(color_var))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, data, allow_pickle=True)

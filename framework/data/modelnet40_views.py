@@ -26,8 +26,7 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
-from .av_manifest import ON_CORRUPT, CorruptSampleError, SkipCounter, SkippingDataset
-from .base import DatasetSpec, Splits
+from .base import ON_CORRUPT, CorruptSampleError, DatasetSpec, SkipCounter, SkippingDataset, Splits
 from .images import AUGMENTATIONS, IMAGE_EXTENSIONS, load_image
 
 log = logging.getLogger(__name__)
@@ -70,7 +69,6 @@ class ModelNet40ViewsDataset(SkippingDataset):
         obj = self.objects[index]
         augment = self.augment if self.train else "none"
         return {m: load_image(p, self.image_size, augment) for m, p in zip(self.modalities, obj.paths)}, obj.label
-
 
 
 def _index(
@@ -158,18 +156,4 @@ def modelnet40_views_splits(
         val=make("val", [o for i, o in enumerate(train_objects) if i in held], [], False),
         test=make("test", *indexed["test"], False),
     )
-
-
-def write_example(root: str | Path, objects: Mapping[str, Mapping[str, int]], size: int = 32, seed: int = 0) -> None:
-    """Write MVCNN-style renders: ``objects[split][class]`` objects, 12 views each; for tests."""
-    from .images import write_image
-
-    root = Path(root)
-    rng = np.random.default_rng(seed)
-    for split, per_class in objects.items():
-        for cls, count in per_class.items():
-            for k in range(1, count + 1):
-                for view in range(1, 13):
-                    pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
-                    write_image(root / cls / split / f"{cls}_{k:04d}.obj.shaded_v{view:03d}.png", pixels)
 

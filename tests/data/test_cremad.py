@@ -15,8 +15,7 @@ import pytest
 import torch
 
 from framework.data import av_manifest, cremad
-from framework.data.av_manifest import CorruptSampleError
-from framework.data.base import iterate_batches
+from framework.data.base import CorruptSampleError, iterate_batches
 from framework.data.images import write_image
 
 SMALL = {"image_size": 16}
@@ -29,10 +28,10 @@ def clips(per_class: int = 2, test_per_class: int = 1) -> dict[str, list[str]]:
     }
 
 
-def write(root: Path, layout: str) -> Path:
+def write(writers, root: Path, layout: str) -> Path:
     classes = cremad.CLASSES if layout == "preprocessed" else None
     options = {"spectrogram_shape": (32, 20)} if layout == "preprocessed" else {"wav_seconds": 0.2}
-    av_manifest.write_example(root, clips(), cremad.LAYOUTS[layout], classes=classes, **options)
+    writers.write_av_manifest(root, clips(), cremad.LAYOUTS[layout], classes=classes, **options)
     return root
 
 
@@ -42,13 +41,13 @@ def rows(path: Path) -> list[list[str]]:
 
 
 @pytest.fixture
-def preprocessed(tmp_path) -> Path:
-    return write(tmp_path / "cremad", "preprocessed")
+def preprocessed(tmp_path, writers) -> Path:
+    return write(writers, tmp_path / "cremad", "preprocessed")
 
 
 @pytest.fixture
-def raw(tmp_path) -> Path:
-    return write(tmp_path / "cremad", "raw")
+def raw(tmp_path, writers) -> Path:
+    return write(writers, tmp_path / "cremad", "raw")
 
 
 def test_preprocessed_layout(preprocessed):
@@ -81,9 +80,9 @@ def test_auto_layout_and_explicit_layout_agree(raw):
     torch.testing.assert_close(auto.test[1][0]["audio"], explicit.test[1][0]["audio"])
 
 
-def test_raw_layout_with_another_frame_folder(tmp_path):
+def test_raw_layout_with_another_frame_folder(tmp_path, writers):
     root = tmp_path / "cremad"
-    av_manifest.write_example(root, clips(), av_manifest.AVLayout("AudioWAV", "frames", "wav"), wav_seconds=0.1)
+    writers.write_av_manifest(root, clips(), av_manifest.AVLayout("AudioWAV", "frames", "wav"), wav_seconds=0.1)
     with pytest.raises(FileNotFoundError, match="Image-01-FPS"):
         cremad.cremad_splits(root, **SMALL)
     assert len(cremad.cremad_splits(root, visual_dir="frames", **SMALL).test) == 6
@@ -187,6 +186,7 @@ def test_sample_with_missing_files_is_skipped_and_counted(preprocessed, caplog):
         splits = cremad.cremad_splits(preprocessed, **SMALL)
     assert len(splits.test) == 5 and splits.test.skipped == 1 and splits.test.skipped_ids == [clip]
     assert splits.train.skipped == 0
+    assert splits.skipped() == {"train": 0, "val": 0, "test": 1}  # what the trainer logs as data/skipped/<split>
     assert clip in caplog.text
     with pytest.raises(CorruptSampleError, match=f"corrupt sample '{clip}': missing audio file"):
         cremad.cremad_splits(preprocessed, on_corrupt="error")
@@ -241,8 +241,8 @@ def test_preprocessed_spectrograms_are_fit_to_one_shape(preprocessed):
     assert fixed.spec.modalities["audio"] == (1, 16, 16)
 
 
-def test_png_frames_and_any_frame_names_work(tmp_path):
-    root = write(tmp_path / "cremad", "preprocessed")
+def test_png_frames_and_any_frame_names_work(tmp_path, writers):
+    root = write(writers, tmp_path / "cremad", "preprocessed")
     clip = rows(root / "test.csv")[0][0]
     for frame in (root / "visual" / clip).iterdir():
         frame.unlink()

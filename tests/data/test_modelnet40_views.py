@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from framework.data.av_manifest import CorruptSampleError
-from framework.data.base import iterate_batches
+from framework.data.base import CorruptSampleError, iterate_batches
 from framework.data.images import IMAGENET_MEAN, IMAGENET_STD, write_image
-from framework.data.modelnet40_views import CLASSES, modelnet40_views_splits, write_example
+from framework.data.modelnet40_views import CLASSES, modelnet40_views_splits
 
 
 def write_coded(root, cls, split, number, naming="{cls}_{k:04d}.obj.shaded_v{view:03d}.png"):
@@ -26,8 +25,8 @@ def level(x: torch.Tensor) -> int:
 
 
 @pytest.fixture
-def root(tmp_path):
-    write_example(tmp_path, {"train": {"airplane": 4, "xbox": 4}, "test": {"airplane": 1, "xbox": 2}}, size=12)
+def root(tmp_path, writers):
+    writers.write_modelnet40_views(tmp_path, {"train": {"airplane": 4, "xbox": 4}, "test": {"airplane": 1, "xbox": 2}}, size=12)
     return tmp_path
 
 

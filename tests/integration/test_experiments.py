@@ -7,15 +7,11 @@ size, encoder width, probe batch); the code path is the one users run.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from framework.data import av_manifest, cgmnist_file, cremad, kinetics_sounds, modelnet40_views
-from framework.data.sources import FSDD_FILE, MNIST_FILE
 from framework.integrators import INTEGRATORS
 from framework.main import train
 
@@ -23,60 +19,16 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 FAST = ("trainer.epochs=1", "trainer.max_steps_per_epoch=1", "trainer.num_workers=0", "trainer.statistics.probe_size=4")
 SMALL_RESNET = ("model.encoder.width=8",)
 SMALL_TRANSFORMER = ("model.dim=32", "model.depth=2", "model.heads=2")
-KS_CLASSES = [f"class_{i:02d}" for i in range(kinetics_sounds.NUM_CLASSES)]
 
-
-def write_cremad(root: Path) -> list[str]:
-    clips = {
-        "train": [f"10{i:02d}_DFA_{c}_XX@{c}" for i, c in enumerate(cremad.CLASSES * 2)],
-        "test": [f"20{i:02d}_IEO_{c}_HI@{c}" for i, c in enumerate(cremad.CLASSES)],
-    }
-    av_manifest.write_example(root, clips, cremad.LAYOUTS["preprocessed"], classes=cremad.CLASSES, spectrogram_shape=(64, 48))
-    return [f"dataset.root={root}", "dataset.image_size=32"]
-
-
-def write_kinetics_sounds(root: Path) -> list[str]:
-    clips = {
-        "train": [f"yt{i:03d}@{KS_CLASSES[i % 3]}" for i in range(6)],
-        "test": [f"yt{i:03d}@{KS_CLASSES[i % 3]}" for i in range(6, 9)],
-    }
-    av_manifest.write_example(root, clips, kinetics_sounds.LAYOUTS["preprocessed"], classes=KS_CLASSES, spectrogram_shape=(64, 48))
-    return [f"dataset.root={root}", "dataset.image_size=32"]
-
-
-def write_cgmnist(root: Path) -> list[str]:
-    cgmnist_file.write_example(root, n_train=40, n_test=20)
-    return [f"dataset.root={root}", "dataset.val_size=10"]
-
-
-def write_modelnet40(root: Path) -> list[str]:
-    modelnet40_views.write_example(root, {"train": {"airplane": 2, "chair": 2}, "test": {"airplane": 1, "chair": 1}}, size=24)
-    return [f"dataset.root={root}", "dataset.image_size=32", "dataset.val_fraction=0.5"]
-
-
-def write_avmnist(data_dir: Path) -> list[str]:
-    rng = np.random.default_rng(0)
-    (data_dir / MNIST_FILE).parent.mkdir(parents=True)
-    np.savez(data_dir / MNIST_FILE, images=rng.integers(0, 256, (200, 28, 28), dtype=np.uint8), labels=np.arange(200) % 10)
-    lengths = rng.integers(6, 60, 100).astype(np.int64)
-    (data_dir / FSDD_FILE).parent.mkdir(parents=True)
-    np.savez(
-        data_dir / FSDD_FILE,
-        features=rng.standard_normal((int(lengths.sum()), 13)).astype(np.float32),
-        lengths=lengths,
-        labels=np.arange(100, dtype=np.int64) % 10,
-    )
-    return [f"data_dir={data_dir}"]
-
-
-PRESETS: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {
-    "avmnist_cnn": (write_avmnist, ()),
-    "avmnist_transformer": (write_avmnist, SMALL_TRANSFORMER),
-    "cgmnist_cnn": (write_cgmnist, ()),
-    "cremad_resnet18": (write_cremad, SMALL_RESNET),
-    "cremad_transformer": (write_cremad, SMALL_TRANSFORMER),
-    "kinetics_sounds_resnet18": (write_kinetics_sounds, SMALL_RESNET),
-    "modelnet40_resnet18": (write_modelnet40, SMALL_RESNET),
+# preset -> the dataset config it reads (its fixture: tests/fixtures/writers.py), and smaller model sizes
+PRESETS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "avmnist_cnn": ("avmnist", ()),
+    "avmnist_transformer": ("avmnist", SMALL_TRANSFORMER),
+    "cgmnist_cnn": ("cgmnist_file", ()),
+    "cremad_resnet18": ("cremad", SMALL_RESNET),
+    "cremad_transformer": ("cremad", SMALL_TRANSFORMER),
+    "kinetics_sounds_resnet18": ("kinetics_sounds", SMALL_RESNET),
+    "modelnet40_resnet18": ("modelnet40_views", SMALL_RESNET),
 }
 
 
@@ -92,9 +44,9 @@ def _finished_run(uri: str):
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
-def test_preset_runs_one_step_on_its_fixture(preset, compose_cfg, tracking_uri, tmp_path):
-    write, sizes = PRESETS[preset]
-    cfg = compose_cfg(f"experiment={preset}", *FAST, *sizes, *write(tmp_path / "data"))
+def test_preset_runs_one_step_on_its_fixture(preset, compose_cfg, tracking_uri, tmp_path, writers):
+    dataset, sizes = PRESETS[preset]
+    cfg = compose_cfg(f"experiment={preset}", *FAST, *sizes, *writers.dataset(dataset, tmp_path / "data"))
     assert cfg.optimizer.lr == 2.0e-3 and cfg.optimizer.momentum == 0.9 and cfg.optimizer.weight_decay == 1.0e-4
     assert cfg.trainer.batch_size == 64
     results = train(cfg)
@@ -107,8 +59,10 @@ def test_preset_runs_one_step_on_its_fixture(preset, compose_cfg, tracking_uri, 
 
 
 @pytest.mark.parametrize("integrator", sorted(INTEGRATORS))
-def test_transformer_runs_every_integrator_with_three_losses_on_shared_groups(integrator, compose_cfg, tracking_uri, tmp_path):
-    overrides = write_avmnist(tmp_path / "data")
+def test_transformer_runs_every_integrator_with_three_losses_on_shared_groups(
+    integrator, compose_cfg, tracking_uri, tmp_path, writers
+):
+    overrides = writers.dataset("avmnist", tmp_path / "data")
     train(compose_cfg("experiment=avmnist_transformer", f"integrator={integrator}", *FAST, *SMALL_TRANSFORMER, *overrides))
     metrics = _finished_run(tracking_uri).data.metrics
     # the first layer of each modality is reached by the multimodal loss and both unimodal losses
@@ -119,16 +73,16 @@ def test_transformer_runs_every_integrator_with_three_losses_on_shared_groups(in
     assert "grad/layer1.audio/weight/audio" in metrics and "grad/layer1.audio/weight/image" not in metrics
 
 
-def test_disk_preset_loads_through_worker_processes(compose_cfg, tracking_uri, tmp_path):
-    overrides = write_cremad(tmp_path / "cremad")
+def test_disk_preset_loads_through_worker_processes(compose_cfg, tracking_uri, tmp_path, writers):
+    overrides = writers.dataset("cremad", tmp_path / "data")
     fast = [o for o in FAST if not o.startswith("trainer.num_workers")]
     results = train(compose_cfg("experiment=cremad_resnet18", *fast, "trainer.num_workers=2", *SMALL_RESNET, *overrides))
     assert _finished_run(tracking_uri).info.status == "FINISHED"
     assert 0.0 <= results["best/test/acc/multimodal"] <= 1.0
 
 
-def test_resnet18_av_with_another_fusion(compose_cfg, tracking_uri, tmp_path):
-    overrides = write_cremad(tmp_path / "cremad")
+def test_resnet18_av_with_another_fusion(compose_cfg, tracking_uri, tmp_path, writers):
+    overrides = writers.dataset("cremad", tmp_path / "data")
     cfg = compose_cfg("experiment=cremad_resnet18", "model/fusion=film", *FAST, *SMALL_RESNET, *overrides)
     assert cfg.model.fusion._target_ == "framework.models.fusion.FiLMFusion"
     train(cfg)
