@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from typing import Literal
 
 MULTIMODAL = "multimodal"
+MEAN = "mean"  # the mean accuracy over a model's heads (multi-task models select epochs by it)
 LR = "lr"
 BEST_EPOCH = "best/epoch"
 GRAD_PREFIX = "grad/"

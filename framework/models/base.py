@@ -8,6 +8,8 @@ from torch import Tensor, nn
 
 MULTIMODAL = "multimodal"
 """Key of the fusion head's logits and of the multimodal loss."""
+MEAN = "mean"
+"""A model's :attr:`~MultimodalModel.selection_head` when the mean accuracy over its heads selects."""
 
 
 class MultimodalModel(nn.Module, ABC):
@@ -20,6 +22,13 @@ class MultimodalModel(nn.Module, ABC):
     """
 
     modalities: tuple[str, ...]
+    selection_head: str = MULTIMODAL
+    """The head whose validation accuracy selects the best epoch (:data:`MEAN`: the heads' mean)."""
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        """The names of the logits :meth:`classify` returns, which are also the losses' names."""
+        return (MULTIMODAL, *self.modalities)
 
     @abstractmethod
     def encode(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]: ...

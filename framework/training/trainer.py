@@ -16,7 +16,7 @@ from .. import metric_names as names
 from ..data.base import MultimodalDataset, Splits, iterate_batches, num_batches
 from ..integrators import Integrator
 from ..losses import MultitaskLoss
-from ..models.base import MULTIMODAL, MultimodalModel
+from ..models.base import MEAN, MultimodalModel
 from ..tracking import RunTracker
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .gradients import GradientEngine
@@ -86,7 +86,8 @@ class Trainer:
         )
         self.shuffle = torch.Generator().manual_seed(seed)
         self.state = TrainingState()
-        self.heads = [MULTIMODAL, *model.modalities]
+        self.heads = list(model.heads)
+        self.selection = model.selection_head
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -132,8 +133,8 @@ class Trainer:
             val = self.evaluate(self.splits.val)
             test = self.evaluate(self.splits.test)
             epoch = self.state.epoch
-            if val[MULTIMODAL] > self.state.best_val:
-                self.state.best_val, self.state.best_epoch, self.state.best_test = val[MULTIMODAL], epoch, test
+            if val[self.selection] > self.state.best_val:
+                self.state.best_val, self.state.best_epoch, self.state.best_test = val[self.selection], epoch, test
             self.state.last_test = test
             metrics = {**train_metrics, **{names.accuracy("val", h): v for h, v in val.items()}}
             metrics.update({names.accuracy("test", h): v for h, v in test.items()})
@@ -150,7 +151,7 @@ class Trainer:
         return self.results()
 
     def results(self) -> dict[str, float]:
-        out = {names.BEST_EPOCH: float(self.state.best_epoch), names.BEST_VAL_MULTIMODAL: self.state.best_val}
+        out = {names.BEST_EPOCH: float(self.state.best_epoch), names.accuracy("best/val", self.selection): self.state.best_val}
         out.update({names.best_test_accuracy(h): v for h, v in self.state.best_test.items()})
         out.update({names.last_test_accuracy(h): v for h, v in self.state.last_test.items()})
         return out
@@ -212,7 +213,10 @@ class Trainer:
             for head, logits in self.model(inputs).items():
                 correct[head] += int((logits.argmax(dim=1) == labels).sum())
             seen += labels.shape[0]
-        return {head: correct[head] / max(seen, 1) for head in self.heads}
+        accuracy = {head: correct[head] / max(seen, 1) for head in self.heads}
+        if self.selection == MEAN:
+            accuracy[MEAN] = sum(accuracy.values()) / len(accuracy)
+        return accuracy
 
     def _log(self, metrics: dict[str, float], step: int) -> None:
         if self.tracker is not None and metrics:
