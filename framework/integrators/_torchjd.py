@@ -26,7 +26,7 @@ checkpointed, and never disturb the global RNG.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -85,11 +85,12 @@ class _TorchJDIntegrator(Integrator):
         if self.random:
             self._rng = _PrivateRNG(seed)
 
-    def _call(self, fn: Callable[[], Tensor], device: torch.device) -> Tensor:
+    def _call(self, argument: Tensor) -> Tensor:
+        """The torchjd module on ``argument`` (detached), on the private RNG if it draws numbers."""
         if self._rng is None:
-            return fn()
-        with self._rng.active(device):
-            return fn()
+            return self.module(argument).detach()
+        with self._rng.active(argument.device):
+            return self.module(argument).detach()
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"module": copy.deepcopy(self.module)}
@@ -107,7 +108,7 @@ class GramianWeightingIntegrator(_TorchJDIntegrator):
     """Weights from a torchjd Gramian ``Weighting`` called on the ``(k, k)`` group Gram matrix (float64)."""
 
     def weights(self, gram: Tensor) -> Tensor:
-        return self._call(lambda: self.module(gram.double()), gram.device).detach().double().cpu()
+        return self._call(gram.double()).double().cpu()
 
 
 class MatrixWeightingIntegrator(_TorchJDIntegrator):
@@ -118,7 +119,7 @@ class MatrixWeightingIntegrator(_TorchJDIntegrator):
 
     def direction(self, grads: TensorLists, grams: Tensor, inplace: bool) -> tuple[list[Tensor], float, Tensor]:
         matrix = group_matrix(grads)
-        weights = self._call(lambda: self.module(matrix), matrix.device).detach().double().cpu()
+        weights = self._call(matrix).double().cpu()
         del matrix
         base, factor = accumulate(grads, weights, inplace)
         return base, factor, weights
@@ -132,7 +133,7 @@ class MatrixAggregatorIntegrator(_TorchJDIntegrator):
 
     def direction(self, grads: TensorLists, grams: Tensor, inplace: bool) -> tuple[list[Tensor], float, Tensor]:
         matrix = group_matrix(grads)
-        vector = self._call(lambda: self.module(matrix), matrix.device).detach()
+        vector = self._call(matrix)
         inner = (matrix.double() @ vector.double()).cpu()
         del matrix
         weights = torch.linalg.lstsq(grams.sum(0), inner.unsqueeze(1), driver="gelsd").solution.squeeze(1)
