@@ -105,10 +105,24 @@ class _TorchJDIntegrator(Integrator):
 
 
 class GramianWeightingIntegrator(_TorchJDIntegrator):
-    """Weights from a torchjd Gramian ``Weighting`` called on the ``(k, k)`` group Gram matrix (float64)."""
+    """Weights from a torchjd Gramian ``Weighting`` called on the ``(k, k)`` group Gram matrix (float64).
+
+    With :attr:`normalise_gram` the Gram matrix is divided by its trace first. torchjd's dual-cone
+    projector (UPGrad, DualProj) has absolute tolerances: it treats a Gramian whose trace is below
+    1e-4 as zero (then the weights are uniform whatever the conflict) and regularises by 1e-4 in
+    absolute terms. Gradient groups that small are common in training; normalising makes the
+    tolerances relative and the weights independent of the gradients' scale, as the methods are.
+    """
+
+    normalise_gram: ClassVar[bool] = False
 
     def weights(self, gram: Tensor) -> Tensor:
-        return self._call(gram.double()).double().cpu()
+        gram = gram.double()
+        if self.normalise_gram:
+            trace = float(gram.diagonal().sum())
+            if trace > 0:
+                gram = gram / trace
+        return self._call(gram).double().cpu()
 
 
 class MatrixWeightingIntegrator(_TorchJDIntegrator):

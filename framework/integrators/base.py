@@ -119,7 +119,11 @@ class Integrator(ABC):
     def fixed_combination(self, k: int) -> Tensor | None:
         """The weights for ``k`` losses when the update is a fixed linear combination of the
         gradients (fixed weights, no magnitude rule); ``None`` otherwise."""
-        return None if self.magnitude is not None else self.fixed_weights(k)
+        if self.magnitude is not None:
+            return None
+        if k == 1:  # a single loss passes through as its plain gradient
+            return torch.ones(1, dtype=torch.float64)
+        return self.fixed_weights(k)
 
     def set_magnitude(
         self, magnitude: str | None = None, gamma: float = MAGNITUDE_DEFAULTS["gamma"],
@@ -160,6 +164,10 @@ class Integrator(ABC):
         """The per-tensor update from per-loss per-tensor ``grads`` (``inplace`` reuses ``grads[0]``)."""
         if len(grads) == 0 or len(grads[0]) == 0:
             raise ValueError("integrator needs at least one loss and one parameter tensor")
+        shapes = [tuple(t.shape) for t in grads[0]]
+        for i, row in enumerate(grads[1:], start=1):
+            if [tuple(t.shape) for t in row] != shapes:
+                raise ValueError(f"the gradients of loss {i} have tensor shapes {[tuple(t.shape) for t in row]}, loss 0's {shapes}")
         grams = tensor_grams(grads)
         if len(grads) == 1:
             update = grads[0] if inplace else [g.clone() for g in grads[0]]
@@ -216,12 +224,19 @@ class Integrator(ABC):
         changed = {
             k: v for k, v in self.hparams().items() if (shown is None or k in shown) and defaults.get(k, object()) != v
         }
-        suffix = ",".join(f"{k}={v}" for k, v in changed.items())
+        suffix = ",".join(f"{k}={_compact(v)}" for k, v in changed.items())
         return f"{self.name}({suffix})" if suffix else self.name
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.hparams().items())
         return f"{type(self).__name__}({params})"
+
+
+def _compact(value: Any) -> str:
+    """A parameter value as run names show it: sequences without spaces (``[0.25,0.75]``)."""
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_compact(v) for v in value) + "]"
+    return str(value)
 
 
 def _decision(grams: Tensor, weights: Tensor, update_norms: Tensor) -> Decision:

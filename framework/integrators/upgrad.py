@@ -7,7 +7,7 @@ torchjd's ``UPGradWeighting``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torchjd.aggregation import UPGradWeighting
@@ -19,6 +19,8 @@ from .registry import register
 @register("upgrad")
 class UPGrad(GramianWeightingIntegrator):
     """``pref_vector``: the weights averaged after projection (``None``: uniform ``1/k``)."""
+
+    normalise_gram: ClassVar[bool] = True
 
     def __init__(self, pref_vector: Sequence[float] | None = None) -> None:
         self.pref_vector = None if pref_vector is None else [float(x) for x in pref_vector]

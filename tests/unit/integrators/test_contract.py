@@ -169,11 +169,6 @@ def _scale_params():
 def test_scale_equivariance(request, case, make, dtype: torch.dtype, scale: float, k: int):
     # f(c g) = c f(g): every rule here involves only ratios of inner products.
     g = conflicting(11, k, sum(R.EDGE_SIZES))
-    if case[0] == "upgrad" and scale**2 * float(np.trace(R.gram(g))) < 1e-4:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "torchjd's QuadprogProjector zeroes a Gramian whose trace is below norm_eps=1e-4 (then w = 1/k): "
-            "upgrad is the plain mean when sum_i |g_i|^2 < 1e-4, whatever the conflict"
-        )))
     base, _ = A.run(make(), g, R.EDGE_SIZES)
     out, _ = A.run(make(), torch.tensor(g * scale, dtype=dtype), R.EDGE_SIZES)
     rtol = 1e-12 if dtype == torch.float64 else 1e-5
@@ -291,11 +286,7 @@ def test_fixed_combination_of_one_loss_is_its_plain_gradient(request, make):
     # A single loss passes through with weight [1]; a fixed combination for k = 1 should say so.
     integrator = make()
     weights = integrator.fixed_combination(1)
-    if weights is not None and weights.tolist() != [1.0]:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "fixed_combination(1) returns scale * ones(1) but a single loss passes through with weight 1 "
-            "(the trainer only asks for shared groups, k >= 2)"
-        )))
+    assert weights is None or weights.tolist() == [1.0]
     g = R.rng(3).standard_normal((1, 7))
     update, _ = A.run(integrator, g)
     assert weights is None or np.array_equal(update, R.as_np(weights) @ g)
