@@ -3,11 +3,33 @@
 :func:`tracked_run` owns a run's life: it opens the run (or reopens the run a checkpoint belongs
 to), and closes it FINISHED, FAILED (with an ``error`` tag and ``error.txt``) or KILLED (Ctrl-C or
 a preemption, with an ``interrupted`` tag) as the block it guards ends.
+
+**Outages.** Training never waits on the tracking server for long. Metric sends are single HTTP
+attempts with a short timeout; a batch that fails stays in the buffer and is retried on a later
+flush, with exponential backoff (1 s doubling to 30 s) between attempts. Every point the run logs
+also goes to a journal, ``<spool dir>/<run id>.jsonl`` (``$FRAMEWORK_SPOOL_DIR``, default
+``./mlflow_spool``), deleted when the run has ended cleanly in the store. If the server is still
+gone when the run ends (after waiting up to ``$FRAMEWORK_TRACKING_WAIT_S`` seconds, default 120),
+the journal stays, with the run's end status in it, and ::
+
+    python -m framework.tracking replay SPOOL [--tracking-uri URI]
+
+sends it into the store (the run's own, or a fresh one, where the run is created again).
+
+**Nothing doubled.** Points keep the timestamp they were logged with. A batch whose send errored
+may still have been stored (the server committed, the answer was lost): before it is sent again,
+the store's history of its last point's key is checked for that exact (step, timestamp, value);
+SQL stores write a batch's metrics in one transaction, so that point stands for the whole batch.
+Replay sends only the points the store's history lacks. (SQL stores also reject an exact
+duplicate row by their primary key; the checks do not depend on it.)
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
+import math
 import os
 import random
 import time
@@ -29,6 +51,14 @@ BATCH_LIMIT = 1000
 OPEN_ATTEMPTS = 6
 INTERRUPTED_TAG = "interrupted"
 ERROR_TAG = "error"
+# MLflow 3.x's experiment kind (the UI's ExperimentKind enum): model training opens on runs and
+# metric charts; an experiment without the tag opens in the GenAI (traces) view.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+SEND_TIMEOUT_S = 10          # one HTTP attempt per send while the server may be gone
+BACKOFF_START_S, BACKOFF_MAX_S = 1.0, 30.0
+# store answers that no retry changes (the rest - connection errors, time-outs, 5xx - are outages)
+PERMANENT_ERRORS = {"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "RESOURCE_DOES_NOT_EXIST", "INVALID_STATE"}
 
 log = logging.getLogger("framework")
 
@@ -36,6 +66,51 @@ log = logging.getLogger("framework")
 def default_tracking_uri() -> str:
     """``$MLFLOW_TRACKING_URI`` if set, else the embedded store ``sqlite:///<cwd>/mlflow.db``."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def spool_dir() -> Path:
+    """Where run journals and spools go: ``$FRAMEWORK_SPOOL_DIR``, else ``<cwd>/mlflow_spool``."""
+    return Path(os.environ.get("FRAMEWORK_SPOOL_DIR") or Path.cwd() / "mlflow_spool")
+
+
+def end_wait_s() -> float:
+    """How long a run's end waits for a gone server: ``$FRAMEWORK_TRACKING_WAIT_S`` (default 120)."""
+    return float(os.environ.get("FRAMEWORK_TRACKING_WAIT_S", "120"))
+
+
+def is_permanent(error: BaseException) -> bool:
+    return isinstance(error, MlflowException) and error.error_code in PERMANENT_ERRORS
+
+
+@contextmanager
+def bounded_http(timeout_s: float = SEND_TIMEOUT_S) -> Iterator[None]:
+    """MLflow's REST calls inside the block make one attempt with a short timeout, instead of
+    MLflow's default 7 retries with backoff (minutes against a gone server; it also retries POSTs,
+    which could store a batch twice). No effect on embedded (sqlite) stores."""
+    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout_s))}
+    saved = {key: os.environ.get(key) for key in keys}
+    os.environ.update(keys)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def mark_model_training(client: MlflowClient, experiment_id: str) -> None:
+    """Tag the experiment as model training (see ``EXPERIMENT_KIND_TAG``) unless it has a kind."""
+    experiment = client.get_experiment(experiment_id)
+    if EXPERIMENT_KIND_TAG not in experiment.tags:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+
+
+def same_point(a: Metric, b: Metric) -> bool:
+    if a.key != b.key or a.step != b.step or a.timestamp != b.timestamp:
+        return False
+    return a.value == b.value or (math.isnan(a.value) and math.isnan(b.value))
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -66,16 +141,66 @@ class RunTracker:
         self.client = MlflowClient(self.tracking_uri)
         if run_id is None:
             found = self.client.get_experiment_by_name(experiment)
-            experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+            experiment_id = (
+                found.experiment_id
+                if found
+                else self.client.create_experiment(experiment, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+            )
             run = self.client.create_run(experiment_id, run_name=run_name, tags=dict(tags or {}))
         else:
             run = self.client.get_run(run_id)
             self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
         self.run_id: str = run.info.run_id
         self.experiment_id: str = run.info.experiment_id
+        mark_model_training(self.client, self.experiment_id)
         self._pending: list[Metric] = []
+        self._unsure: list[Metric] | None = None   # a batch whose send errored: maybe stored
+        self._retry_at = 0.0
+        self._backoff = BACKOFF_START_S
+        self.outages = 0                            # failed sends (for logs and tests)
+        self._journal_path = spool_dir() / f"{self.run_id}.jsonl"
+        self._journal: Any = None
+        self._open_journal(experiment, run.info.run_name or run_name)
+
+    # -- the journal: every point and the run's end, for the spool --------------------------------
+
+    def _open_journal(self, experiment: str, run_name: str) -> None:
+        try:
+            self._journal_path.parent.mkdir(parents=True, exist_ok=True)
+            self._journal = self._journal_path.open("a", encoding="utf-8")
+        except OSError as error:
+            log.warning("no MLflow journal (%s): metrics unsent at the end of an outage would be lost", error)
+            return
+        self._write({"run": {"run_id": self.run_id, "experiment": experiment, "run_name": run_name,
+                             "tracking_uri": self.tracking_uri}})
+
+    def _write(self, record: Mapping[str, Any]) -> None:
+        if self._journal is not None:
+            self._journal.write(json.dumps(record, allow_nan=True) + "\n")
+            self._journal.flush()
+
+    def _close_journal(self, keep: bool) -> None:
+        if self._journal is None:
+            return
+        self._journal.close()
+        self._journal = None
+        if not keep:
+            self._journal_path.unlink(missing_ok=True)
+            try:
+                self._journal_path.parent.rmdir()   # only when empty
+            except OSError:
+                pass
+
+    def journal_points(self) -> list[Metric]:
+        """Every metric point this process logged for the run (from its journal)."""
+        if self._journal is None:
+            return []
+        return read_spool(self._journal_path).metrics
+
+    # -- the run --------------------------------------------------------------------------------
 
     def log_params(self, params: Mapping[str, str]) -> None:
+        self._write({"params": dict(params)})
         existing = self.client.get_run(self.run_id).data.params
         fresh = {k: v for k, v in params.items() if k not in existing}
         items = list(fresh.items())
@@ -84,18 +209,55 @@ class RunTracker:
             self.client.log_batch(self.run_id, params=batch)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        self.client.log_batch(self.run_id, tags=[mlflow.entities.RunTag(k, str(v)) for k, v in tags.items()])
+        tags = {k: str(v) for k, v in tags.items()}
+        self._write({"tags": tags})
+        self.client.log_batch(self.run_id, tags=[mlflow.entities.RunTag(k, v) for k, v in tags.items()])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         now = int(time.time() * 1000)
-        self._pending.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
+        points = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self._write({"metrics": [[m.key, m.value, m.timestamp, m.step] for m in points]})
+        self._pending.extend(points)
         if len(self._pending) >= BATCH_LIMIT:
             self.flush()
 
-    def flush(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending[:BATCH_LIMIT], self._pending[BATCH_LIMIT:]
-            self.client.log_batch(self.run_id, metrics=batch)
+    @property
+    def unsent(self) -> int:
+        return len(self._pending) + len(self._unsure or [])
+
+    def flush(self, force: bool = False) -> bool:
+        """Send the buffered points; True when nothing is left. A failed send keeps its batch and
+        skips the sends until the backoff has passed (``force`` ignores the backoff)."""
+        if not force and time.monotonic() < self._retry_at:
+            return False
+        try:
+            with bounded_http():
+                if self._unsure is not None:
+                    if not self._stored(self._unsure):
+                        self.client.log_batch(self.run_id, metrics=self._unsure)
+                    self._unsure = None
+                while self._pending:
+                    batch = self._pending[:BATCH_LIMIT]
+                    self._unsure, self._pending = batch, self._pending[BATCH_LIMIT:]
+                    self.client.log_batch(self.run_id, metrics=batch)
+                    self._unsure = None
+        except Exception as error:
+            if is_permanent(error):
+                raise
+            self.outages += 1
+            self._retry_at = time.monotonic() + self._backoff
+            log.warning("MLflow unreachable (%s): %d metric points kept, retry in %.0f s",
+                        str(error).splitlines()[0][:200], self.unsent, self._backoff)
+            self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
+            return False
+        if self.outages and self._backoff > BACKOFF_START_S:
+            log.info("MLflow reachable again: buffered metrics sent")
+        self._backoff = BACKOFF_START_S
+        return True
+
+    def _stored(self, batch: list[Metric]) -> bool:
+        last = batch[-1]
+        return any(same_point(m, last) for m in self.client.get_metric_history(self.run_id, last.key))
 
     def tags(self) -> dict[str, str]:
         return dict(self.client.get_run(self.run_id).data.tags)
@@ -109,10 +271,41 @@ class RunTracker:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
-    def end(self, status: str = "FINISHED", flush: bool = True) -> None:
-        if flush:
-            self.flush()
-        self.client.set_terminated(self.run_id, status=status)
+    def end(self, status: str = "FINISHED", flush: bool = True, tags: Mapping[str, str] | None = None) -> bool:
+        """Send what is buffered (waiting up to :func:`end_wait_s` for a gone server), set ``tags``
+        and the end status. True when the store has it all; else the journal stays as the run's
+        spool, with the status, for ``python -m framework.tracking replay``."""
+        if not flush:
+            # a resume redoes the epoch these belong to: never send them, not even from the spool
+            self._write({"discard": self.unsent})
+            self._pending, self._unsure = [], None
+        if tags:
+            self._write({"tags": {k: str(v) for k, v in tags.items()}})
+        end_time = int(time.time() * 1000)
+        self._write({"end": {"status": status, "end_time": end_time}})
+        deadline = time.monotonic() + end_wait_s()
+        while True:
+            if self.flush(force=True):
+                try:
+                    with bounded_http():
+                        if tags:
+                            self.client.log_batch(self.run_id, tags=[mlflow.entities.RunTag(k, str(v)) for k, v in tags.items()])
+                        self.client.set_terminated(self.run_id, status=status, end_time=end_time)
+                except Exception as error:
+                    if is_permanent(error):
+                        raise
+                    log.warning("MLflow unreachable at the run's end (%s)", str(error).splitlines()[0][:200])
+                else:
+                    self._close_journal(keep=False)
+                    return True
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(min(self._backoff, max(0.0, deadline - time.monotonic()), 5.0))
+        self._close_journal(keep=True)
+        log.error("MLflow server gone at the end of run %s: %s kept its metrics and end status %s; send them with: "
+                  "python -m framework.tracking replay %s --tracking-uri %s",
+                  self.run_id, self._journal_path, status, self._journal_path, self.tracking_uri)
+        return False
 
     @property
     def url_hint(self) -> str:
@@ -194,15 +387,128 @@ def tracked_run(
         yield tracker
     except (KeyboardInterrupt, SystemExit) as stop:
         reason = "KeyboardInterrupt" if isinstance(stop, KeyboardInterrupt) else f"SystemExit({stop.code})"
-        tracker.set_tags({INTERRUPTED_TAG: f"{reason}{where()}"})
-        tracker.end("KILLED", flush=False)
+        tracker.end("KILLED", flush=False, tags={INTERRUPTED_TAG: f"{reason}{where()}"})
         raise
     except BaseException as error:
-        tracker.set_tags({ERROR_TAG: f"{type(error).__name__}: {error}"[:5000]})
-        tracker.log_text(traceback.format_exc(), "error.txt")
-        tracker.end("FAILED")
+        try:
+            with bounded_http():
+                tracker.log_text(traceback.format_exc(), "error.txt")
+        except Exception as failure:  # the server may be gone: the error tag still goes in the spool
+            log.warning("could not store error.txt: %s", str(failure).splitlines()[0][:200])
+        tracker.end("FAILED", tags={ERROR_TAG: f"{type(error).__name__}: {error}"[:5000]})
         raise
+    log_run_figures(tracker)
     tracker.end("FINISHED")
+
+
+def log_run_figures(tracker: RunTracker) -> None:
+    """The end-of-run figures (:mod:`framework.run_figures`) from the run's journal, when the
+    store is reachable; a figure never fails a run."""
+    if not tracker.flush(force=True):
+        log.warning("MLflow unreachable: the run's figures are not drawn")
+        return
+    try:
+        from .run_figures import log_figures
+
+        with bounded_http(60):
+            log_figures(tracker, tracker.journal_points())
+    except Exception as error:
+        log.warning("the run's figures failed: %s", str(error).splitlines()[0][:200])
+
+
+@dataclass
+class Spool:
+    """A run's journal, read back: who the run is, and what it logged."""
+
+    run: dict[str, Any]
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    metrics: list[Metric] = field(default_factory=list)
+    end: dict[str, Any] | None = None
+
+
+def read_spool(path: str | Path) -> Spool:
+    """Parse a journal (JSON lines). A ``discard`` record drops that many trailing points (the
+    buffer of a KILLED run, whose epoch a resume redoes); a torn last line is ignored."""
+    spool: Spool | None = None
+    with Path(path).open(encoding="utf-8") as handle:
+        lines = handle.read().splitlines()
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break
+            raise ValueError(f"{path}:{number}: not a JSON line") from None
+        if "run" in record:
+            spool = spool or Spool(run=record["run"])
+        elif spool is None:
+            raise ValueError(f"{path}: no run record before line {number}")
+        elif "metrics" in record:
+            spool.metrics.extend(Metric(k, float(v), int(t), int(s)) for k, v, t, s in record["metrics"])
+        elif "params" in record:
+            spool.params.update(record["params"])
+        elif "tags" in record:
+            spool.tags.update(record["tags"])
+        elif "discard" in record:
+            if record["discard"]:
+                del spool.metrics[-int(record["discard"]) :]
+        elif "end" in record:
+            spool.end = record["end"]
+    if spool is None:
+        raise ValueError(f"{path}: empty spool")
+    return spool
+
+
+def replay(path: str | Path, tracking_uri: str | None = None) -> dict[str, Any]:
+    """Send a spool into a store: the run's own (only the points its history lacks), or one that
+    lacks the run, where it is created again (experiment, name, params, tags). Sets the end status
+    the spool recorded. Safe to run twice. Returns a summary."""
+    spool = read_spool(path)
+    uri = tracking_uri or spool.run.get("tracking_uri") or default_tracking_uri()
+    client = MlflowClient(uri)
+    run_id = spool.run["run_id"]
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        run = None
+    created = run is None
+    if run is None:
+        found = client.get_experiment_by_name(spool.run["experiment"])
+        experiment_id = (
+            found.experiment_id
+            if found
+            else client.create_experiment(spool.run["experiment"], tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        )
+        run = client.create_run(experiment_id, run_name=spool.run.get("run_name"), tags={"replayed_from": run_id})
+    new_id = run.info.run_id
+    mark_model_training(client, run.info.experiment_id)
+    if run.info.status != "RUNNING":  # a terminated run rejects metrics: reopen, the spool's end closes it
+        client.update_run(new_id, status="RUNNING")
+    existing = set(run.data.params)
+    params = [mlflow.entities.Param(k, v) for k, v in spool.params.items() if k not in existing]
+    for start in range(0, len(params), 100):
+        client.log_batch(new_id, params=params[start : start + 100])
+    have: dict[str, list[Metric]] = {}
+    missing = []
+    for point in spool.metrics:
+        if point.key not in have:
+            have[point.key] = [] if created else client.get_metric_history(new_id, point.key)
+        if not any(same_point(point, m) for m in have[point.key]):
+            missing.append(point)
+            have[point.key].append(point)
+    for start in range(0, len(missing), BATCH_LIMIT):
+        client.log_batch(new_id, metrics=missing[start : start + BATCH_LIMIT])
+    if spool.tags:
+        client.log_batch(new_id, tags=[mlflow.entities.RunTag(k, v) for k, v in spool.tags.items()])
+    end = spool.end or {"status": "FAILED", "end_time": None}
+    if spool.end is None:
+        client.set_tag(new_id, ERROR_TAG, "the process ended before its run did (replayed from a spool without an end)")
+    client.set_terminated(new_id, status=end["status"], end_time=end.get("end_time"))
+    return {"run_id": new_id, "created": created, "sent": len(missing), "points": len(spool.metrics),
+            "status": end["status"], "tracking_uri": uri}
 
 
 class PrepareTrackingStore(Callback):
@@ -212,3 +518,25 @@ class PrepareTrackingStore(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         MlflowClient(config.tracking.uri or default_tracking_uri()).search_experiments(max_results=1)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """``python -m framework.tracking replay SPOOL... [--tracking-uri URI]``."""
+    parser = argparse.ArgumentParser(prog="python -m framework.tracking", description="MLflow maintenance")
+    commands = parser.add_subparsers(dest="command", required=True)
+    command = commands.add_parser("replay", help="send runs' spools (mlflow_spool/<run id>.jsonl) into a store")
+    command.add_argument("spool", nargs="+", type=Path)
+    command.add_argument("--tracking-uri", default=None,
+                         help="the store (default: the run's own, as its spool records)")
+    command.add_argument("--keep", action="store_true", help="keep each spool after it was replayed")
+    args = parser.parse_args(argv)
+    for path in args.spool:
+        summary = replay(path, args.tracking_uri)
+        print(json.dumps({"spool": str(path), **summary}))
+        if not args.keep:
+            path.unlink()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())
