@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -13,12 +15,14 @@ from hydra.types import RunMode
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
+from . import config_schema  # noqa: F401 - registers the config schema (conf/train.yaml: schema: train)
 from . import metric_names as names
 from .config import build
 from .integrators import get_integrator
 from .tracking import Resumption, RunSpec, RunTracker, flatten, tracked_run
 from .training.checkpoint import checkpoint_to_resume, restart_count, seed_everything
-from .training.trainer import Trainer, TrainerSettings, resolve_device
+from .training.trainer import NonFiniteError, Trainer, TrainerSettings, resolve_device
+from .validation import validate
 
 log = logging.getLogger("framework")
 
@@ -30,7 +34,7 @@ warnings.filterwarnings(
     category=UserWarning,
 )
 
-USER_ERRORS = (ValueError, FileNotFoundError, KeyError, TypeError)
+USER_ERRORS = (ValueError, FileNotFoundError, KeyError, TypeError, NonFiniteError)
 ONE_JOINT = "one_joint"
 
 
@@ -80,6 +84,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     continues. Ctrl-C (and submitit's exit after it requeued a job) marks the run KILLED; its
     last checkpoint stays, so ``resume=true`` continues it.
     """
+    validate(cfg, job_overrides())  # before any data is loaded or any run is opened
     seed_everything(int(cfg.seed))
     checkpoint_path = Path(to_absolute_path(cfg.checkpoint.dir)) / "checkpoint.pt"
     checkpoint, requeued = checkpoint_to_resume(checkpoint_path, bool(cfg.resume))
@@ -111,6 +116,62 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return results
 
 
+def job_overrides() -> list[str]:
+    """This job's command-line overrides (none outside a Hydra job)."""
+    if not HydraConfig.initialized():
+        return []
+    return list(HydraConfig.get().overrides.task)
+
+
+def one_line(error: BaseException) -> str:
+    """Hydra's and OmegaConf's multi-line composition errors as one line that names the key."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else None
+    if cause is None and isinstance(error, OmegaConfBaseException):
+        cause = error
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if any(line.startswith("Available options in") for line in lines):  # an unknown choice of a group
+        head = lines[0].removeprefix("In 'train': ")
+        start = next(i for i, line in enumerate(lines) if line.startswith("Available options in"))
+        group = lines[start].removeprefix("Available options in ").strip("':")
+        choices = [line for line in lines[start + 1 :] if not line.startswith(("Config search path", "provider="))]
+        return f"{group}: {head}; valid choices: {', '.join(choices)}"
+    if cause is not None:
+        key = getattr(cause, "full_key", None)
+        message = " ".join(
+            line.strip() for line in str(cause).splitlines()
+            if line.strip() and not line.strip().startswith(("full_key:", "reference_type=", "object_type="))
+        )  # fmt: skip
+        where = f" (in: {lines[0]})" if lines and lines[0] != message else ""
+        return f"{key}: {message}{where}" if key else f"{message}{where}"
+    return " ".join(lines)
+
+
+def _report_composition_errors() -> None:
+    """Hydra prints a composition error (a bad type, an unknown choice) on several lines, and
+    points at HYDRA_FULL_ERROR; print it as one ``error: ...`` line instead (unless
+    ``HYDRA_FULL_ERROR`` is set). Errors of the task itself keep Hydra's report."""
+    from hydra._internal import utils as hydra_utils
+    from hydra.errors import CompactHydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    original = hydra_utils.run_and_report
+
+    def run_and_report(func: Any) -> Any:
+        try:
+            return func()
+        except (CompactHydraException, OmegaConfBaseException) as error:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            sys.stderr.write(f"error: {one_line(error)}{os.linesep}")
+            sys.exit(1)
+        except Exception as error:  # noqa: BLE001 - Hydra's own report
+            return original(lambda: (_ for _ in ()).throw(error))
+
+    hydra_utils.run_and_report = run_and_report
+
+
 @hydra.main(config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> Any:
     try:
@@ -123,4 +184,5 @@ def main(cfg: DictConfig) -> Any:
 
 
 if __name__ == "__main__":
+    _report_composition_errors()
     main()

@@ -11,6 +11,8 @@ with these functions only, so a name is written once. ``G`` is a parameter group
     last/test/acc/h              at the end: test accuracy at the last epoch
     lr                           per epoch: learning rate of the first optimizer group
     data/skipped/<split>         per epoch: corrupt samples skipped by a disk dataset
+    train/skipped_steps          per epoch: steps skipped for a non-finite loss or gradient
+                                 (only with trainer.on_nonfinite=skip_step)
     grad/G/cos/i.j               per step: cosine between g_i and g_j (i before j)
     grad/G/conflict              per step: 1 if any pair has cosine < 0
     grad/G/norm/i                per step: |g_i|
@@ -33,6 +35,7 @@ MULTIMODAL = "multimodal"
 MEAN = "mean"  # the mean accuracy over a model's heads (multi-task models select epochs by it)
 LR = "lr"
 BEST_EPOCH = "best/epoch"
+SKIPPED_STEPS = "train/skipped_steps"
 GRAD_PREFIX = "grad/"
 
 # per-loss kinds under grad/G/<kind>/<loss>, and per-group kinds under grad/G/<kind>

@@ -13,6 +13,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from .. import metric_names as names
+from ..config_schema import ON_NONFINITE
 from ..data.base import MultimodalDataset, Splits, iterate_batches, num_batches
 from ..integrators import Integrator
 from ..losses import MultitaskLoss
@@ -32,11 +33,18 @@ class TrainerSettings:
     max_steps_per_epoch: int | None = None
     checkpoint_every: int = 1
     progress: bool | None = None
+    on_nonfinite: str = "stop"  # a non-finite loss or gradient: stop (NonFiniteError) | skip_step
     statistics: StatisticsSettings = field(default_factory=StatisticsSettings)
 
     def __post_init__(self) -> None:
         if not isinstance(self.statistics, StatisticsSettings):
             self.statistics = StatisticsSettings(**dict(self.statistics))
+        if self.on_nonfinite not in ON_NONFINITE:
+            raise ValueError(f"trainer.on_nonfinite={self.on_nonfinite!r}: valid values: {' | '.join(ON_NONFINITE)}")
+
+
+class NonFiniteError(FloatingPointError):
+    """A training step met a non-finite loss or gradient under ``trainer.on_nonfinite=stop``."""
 
 
 @dataclass
@@ -88,6 +96,8 @@ class Trainer:
         self.state = TrainingState()
         self.heads = list(model.heads)
         self.selection = model.selection_head
+        self.skipped_steps = 0  # steps of the current epoch skipped for non-finite values (skip_step)
+        self._skipped = False  # whether the last train_step was skipped
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -147,6 +157,7 @@ class Trainer:
             if self.tracker:
                 self.tracker.flush()
             if self.state.epoch % self.settings.checkpoint_every == 0 or self.state.epoch == self.settings.epochs:
+                self._check_parameters()  # never checkpoint a diverged model
                 self.save()
         return self.results()
 
@@ -165,6 +176,7 @@ class Trainer:
             total = min(total, self.settings.max_steps_per_epoch)
         sums: dict[str, float] = defaultdict(float)
         count = 0
+        self.skipped_steps = 0
         batches = iterate_batches(dataset, self.settings.batch_size, True, self.shuffle, self.settings.num_workers)
         show = sys.stderr.isatty() if self.settings.progress is None else self.settings.progress
         bar = tqdm(total=total, desc=f"epoch {self.state.epoch}", disable=not show, leave=False)
@@ -173,15 +185,25 @@ class Trainer:
                 break
             inputs, labels = _to(inputs, labels, self.device)
             losses = self.train_step(inputs, labels)
-            for name, value in losses.items():
-                sums[name] += value * labels.shape[0]
-            count += labels.shape[0]
+            if self._skipped:  # skip_step: no update, not in the epoch's mean loss
+                self.skipped_steps += 1
+            else:
+                for name, value in losses.items():
+                    sums[name] += value * labels.shape[0]
+                count += labels.shape[0]
             self.state.step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{sum(losses.values()):.3f}")
         bar.close()
         metrics = {names.train_loss(objective): value / max(count, 1) for objective, value in sums.items()}
         metrics.update(self.statistics.epoch_summary())
+        if self.settings.on_nonfinite == "skip_step":
+            metrics[names.SKIPPED_STEPS] = float(self.skipped_steps)
+            if total and self.skipped_steps >= total:  # nothing left to skip to: the run diverged
+                raise NonFiniteError(
+                    f"every step of epoch {self.state.epoch} ({self.skipped_steps}) had a non-finite loss "
+                    "or gradient (trainer.on_nonfinite=skip_step): the run diverged"
+                )
         return metrics
 
     def train_step(self, inputs: dict[str, Tensor], labels: Tensor) -> dict[str, float]:
@@ -194,7 +216,14 @@ class Trainer:
         features = self.model.encode(inputs)
         logits = self.model.classify(features, detach_unimodal=self.loss.detach_unimodal)
         losses = self.loss(logits, labels)
+        self._skipped = False
+        if not self._finite(losses.values()):
+            self._nonfinite(step, losses, "loss")
+            return {name: float(value.detach()) for name, value in losses.items()}
         decisions = self.engine.backward(features, losses, need_decisions=self.statistics.wants_step(step))
+        if not self._finite(p.grad for p in self.model.parameters() if p.grad is not None):
+            self._nonfinite(step, losses, "gradient")
+            return {name: float(value.detach()) for name, value in losses.items()}
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         metrics = self.statistics.record_step(step, decisions)
@@ -202,6 +231,30 @@ class Trainer:
             metrics.update(self.statistics.noise(self.model, self.engine.plan, self.loss))
         self._log(metrics, step)
         return {name: float(value.detach()) for name, value in losses.items()}
+
+    @staticmethod
+    def _finite(tensors: Any) -> bool:
+        checks = [torch.isfinite(t.detach()).all() for t in tensors]
+        return bool(torch.stack(checks).all()) if checks else True
+
+    def _nonfinite(self, step: int, losses: dict[str, Tensor], what: str) -> None:
+        """``stop``: raise :class:`NonFiniteError`; ``skip_step``: drop the gradients, no update."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.settings.on_nonfinite == "skip_step":
+            self._skipped = True
+            return
+        values = ", ".join(f"{name}={float(value.detach()):.6g}" for name, value in losses.items())
+        raise NonFiniteError(
+            f"non-finite {what} at step {step} (epoch {self.state.epoch}): losses {values}; "
+            "the last checkpoint is from before it (trainer.on_nonfinite=skip_step skips such steps)"
+        )
+
+    def _check_parameters(self) -> None:
+        if not self._finite(p for p in self.model.parameters()):
+            raise NonFiniteError(
+                f"non-finite parameters after step {self.state.step - 1} (epoch {self.state.epoch - 1}): "
+                "the run diverged; the last checkpoint is from before it"
+            )
 
     @torch.no_grad()
     def evaluate(self, dataset: MultimodalDataset) -> dict[str, float]:

@@ -1,0 +1,119 @@
+"""The schema of ``conf/train.yaml``: Hydra structured configs that type the composed config.
+
+:func:`register` stores :class:`TrainSchema` in Hydra's ConfigStore as ``schema/train`` (package
+``_global_``); ``conf/train.yaml`` lists it first in its defaults (``- optional schema: train``), so
+every YAML file, experiment preset and command-line override is merged *into* it and OmegaConf
+checks each typed key while Hydra composes: ``trainer.batch_size=abc`` or ``integrator.gamma=abc``
+fail there, naming the key. Ranges and cross-field rules (``batch_size >= 1``, a registered
+integrator, an available device, ...) are checked afterwards, in one place:
+:func:`framework.validation.validate`.
+
+The nodes of the config groups are *open*: they type the keys every option of the group has
+(``integrator``: ``name``, ``magnitude``, ``gamma``, ``rescale``; ``optimizer``: ``lr``; every
+``_target_`` node: ``_target_``) and accept any other key, because the options differ (each
+integrator has its own parameters, each dataset and model its own constructor). OmegaConf
+spells an open structured node as a dataclass that subclasses ``Dict[str, Any]``; it warns that
+this is deprecated (omegaconf#663) but has no other spelling, so the warning is silenced here.
+Struct mode still refuses a new key from the command line without ``+``.
+
+Registration happens when this module is imported (``framework.main`` imports it). Where it was
+not imported, ``optional`` makes Hydra compose without the schema (no type checks, same values).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Union  # noqa: UP035 - OmegaConf reads typing generics
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+warnings.filterwarnings("ignore", message=r"Class `\w+` subclasses `Dict`", category=UserWarning)
+
+ON_NONFINITE = ("stop", "skip_step")
+"""``trainer.on_nonfinite``: what a step with a non-finite loss or gradient does."""
+
+
+@dataclass
+class StatisticsSchema(Dict[str, Any]):
+    log_every: int = 1
+    noise_every: int = 200
+    probe_size: int = 16
+    probe_chunk: Optional[int] = 4
+    probe_seed: int = 0
+
+
+@dataclass
+class TrainerSchema(Dict[str, Any]):
+    epochs: int = 8
+    batch_size: int = 64
+    eval_batch_size: int = 512
+    num_workers: int = 0
+    max_steps_per_epoch: Optional[int] = None
+    checkpoint_every: int = 1
+    progress: Optional[bool] = None
+    on_nonfinite: str = "stop"
+    statistics: StatisticsSchema = field(default_factory=StatisticsSchema)
+
+
+@dataclass
+class TrackingSchema(Dict[str, Any]):
+    uri: Optional[str] = None
+    experiment: str = MISSING
+    tags: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CheckpointSchema(Dict[str, Any]):
+    dir: str = MISSING
+
+
+@dataclass
+class TargetSchema(Dict[str, Any]):
+    """A node that ``hydra.utils.instantiate`` builds: ``_target_`` and the target's own keys."""
+
+    _target_: str = MISSING
+
+
+@dataclass
+class OptimizerSchema(TargetSchema):
+    lr: float = MISSING
+
+
+@dataclass
+class IntegratorSchema(Dict[str, Any]):
+    """The keys every integrator takes; its own parameters stay open (``get_integrator`` checks them)."""
+
+    name: str = MISSING
+    magnitude: str = "none"
+    gamma: Union[int, float] = 1.5  # a number, kept as given (gamma=2 stays 2 in labels and errors)
+    rescale: str = "tensor"
+
+
+@dataclass
+class TrainSchema(Dict[str, Any]):
+    name: str = MISSING
+    seed: int = 0
+    device: str = "auto"
+    data_dir: str = "data"
+    resume: bool = False
+    objective: str = "best/val/acc/multimodal"
+    trusted_targets: List[str] = field(default_factory=lambda: ["framework.*", "torch.optim.*", "torch.nn.*"])
+    trainer: TrainerSchema = field(default_factory=TrainerSchema)
+    tracking: TrackingSchema = field(default_factory=TrackingSchema)
+    checkpoint: CheckpointSchema = field(default_factory=CheckpointSchema)
+    dataset: TargetSchema = field(default_factory=TargetSchema)
+    model: TargetSchema = field(default_factory=TargetSchema)
+    loss: TargetSchema = field(default_factory=TargetSchema)
+    optimizer: OptimizerSchema = field(default_factory=OptimizerSchema)
+    scheduler: Optional[TargetSchema] = None
+    integrator: IntegratorSchema = field(default_factory=IntegratorSchema)
+
+
+def register() -> None:
+    """Store the schema as ``schema/train`` (idempotent)."""
+    ConfigStore.instance().store(group="schema", name="train", node=TrainSchema, package="_global_")
+
+
+register()

@@ -1,0 +1,346 @@
+"""Every check of a composed config that types alone cannot make, in one place: :func:`validate`.
+
+Types are checked while Hydra composes (:mod:`framework.config_schema`); here come the ranges and
+cross-field rules: sizes and counts, a finite positive learning rate, an available device, a
+registered integrator whose parameters it accepts, a tracking URI with a known scheme, dataset
+files where a loader's inputs can be checked cheaply, trusted and importable ``_target_``\\ s.
+``framework.main.train`` calls it before any data is loaded or any MLflow run is opened, so a bad
+config leaves nothing behind. Each failure is a :class:`ConfigError` (a ``ValueError``) of one line
+that names the key, the value given and what is valid.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import math
+import os
+import re
+import types
+import typing
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from .config_schema import ON_NONFINITE
+
+TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "databricks", "postgresql", "mysql", "mssql")
+"""URI schemes of MLflow tracking stores (a plain path is a file store)."""
+
+STRING_KEYS = ("name", "device", "tracking.experiment", "tracking.uri", "objective", "integrator.name")
+"""Keys that must be strings: a command-line value Hydra reads as another type (``name=nan``,
+``name=true``, ``name=1e3``) is refused rather than silently turned into a string."""
+
+OBJECTIVE = re.compile(r"(best/epoch|best/val/acc/.+|best/test/acc/.+|last/test/acc/.+)")
+TARGET_GROUPS = ("dataset", "model", "loss", "optimizer", "scheduler")
+
+# dataset targets whose inputs live in the prepared data directory (framework/data/sources.py)
+DATA_FILES = {
+    "framework.data.cgmnist.cgmnist_splits": ("mnist/digits.npz",),
+    "framework.data.avmnist.avmnist_splits": ("mnist/digits.npz", "fsdd/mfcc.npz"),
+}
+
+
+class ConfigError(ValueError):
+    """A config value that cannot run; the message is one line naming the key."""
+
+
+def fail(key: str, value: Any, valid: str) -> ConfigError:
+    return ConfigError(f"{key}={_show(value)}: {valid}")
+
+
+def _show(value: Any) -> str:
+    return repr(value) if isinstance(value, str) or value is None else str(value)
+
+
+def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
+    """Raise :class:`ConfigError` for the first value of ``cfg`` that cannot run.
+
+    ``overrides``: the job's command-line overrides (``HydraConfig.get().overrides.task``), to
+    refuse a non-string value given to a string key (``name=nan``).
+    """
+    check_string_overrides(overrides)
+    check_top_level(cfg)
+    check_device(str(cfg.device))
+    check_trainer(cfg.trainer)
+    check_targets(cfg)
+    check_optimizer(cfg.optimizer)
+    check_scheduler(cfg.get("scheduler"))
+    check_loss(cfg.loss)
+    check_integrator(cfg.integrator)
+    check_tracking(cfg.tracking)
+    check_dataset(cfg.dataset)
+
+
+def check_string_overrides(overrides: Sequence[str]) -> None:
+    if not overrides:
+        return
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        key = override.key_or_group
+        if key in STRING_KEYS and not override.is_sweep_override() and not override.is_delete():
+            value = override.value()
+            if value is not None and not isinstance(value, str):
+                raise fail(
+                    key, value,
+                    f"read as a {type(value).__name__}, but {key} is a string: quote it ({key}=\"'{value}'\") or choose another",
+                )  # fmt: skip
+
+
+def check_top_level(cfg: DictConfig) -> None:
+    name = cfg.name
+    if not isinstance(name, str) or not name.strip():
+        raise fail("name", name, "the MLflow experiment's name must be a non-empty string")
+    seed = cfg.seed
+    if not 0 <= int(seed) < 2**32:
+        raise fail("seed", seed, "must be an integer in [0, 2**32 - 1]")
+    if not OBJECTIVE.fullmatch(str(cfg.objective)):
+        raise fail(
+            "objective", cfg.objective,
+            "must be a final metric: best/epoch, best/val/acc/<head>, best/test/acc/<head> or last/test/acc/<head>",
+        )  # fmt: skip
+
+
+def valid_devices() -> list[str]:
+    import torch
+
+    devices = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        devices += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def check_device(device: str) -> None:
+    import torch
+
+    valid = valid_devices()
+    if device in valid:
+        return
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise fail("device", device, f"not a device; valid values here: {', '.join(valid)}") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise fail("device", device, f"CUDA is not available on this machine; valid values here: {', '.join(valid)}")
+    raise fail("device", device, f"not available on this machine; valid values here: {', '.join(valid)}")
+
+
+def _int(node: DictConfig, key: str, prefix: str, minimum: int, optional: bool = False) -> None:
+    value = node.get(key)
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        extra = " or null" if optional else ""
+        raise fail(f"{prefix}{key}", value, f"must be an integer >= {minimum}{extra}")
+
+
+def check_trainer(trainer: DictConfig) -> None:
+    for key in ("epochs", "batch_size", "eval_batch_size", "checkpoint_every"):
+        _int(trainer, key, "trainer.", 1)
+    _int(trainer, "num_workers", "trainer.", 0)
+    _int(trainer, "max_steps_per_epoch", "trainer.", 1, optional=True)
+    choice = trainer.get("on_nonfinite", "stop")
+    if choice not in ON_NONFINITE:
+        raise fail("trainer.on_nonfinite", choice, f"valid values: {' | '.join(ON_NONFINITE)}")
+    statistics = trainer.statistics
+    for key in ("log_every", "noise_every", "probe_size", "probe_seed"):
+        _int(statistics, key, "trainer.statistics.", 0)
+    _int(statistics, "probe_chunk", "trainer.statistics.", 1, optional=True)
+    if statistics.noise_every and statistics.probe_size < 2:
+        raise fail(
+            "trainer.statistics.probe_size", statistics.probe_size,
+            "the covariance traces need a probe of >= 2 samples (or trainer.statistics.noise_every=0)",
+        )  # fmt: skip
+
+
+def _targets(node: Any, path: str) -> Iterator[tuple[str, DictConfig]]:
+    """``(path, node)`` of every node with a ``_target_`` under ``node``."""
+    if isinstance(node, DictConfig):
+        if "_target_" in node:
+            yield path, node
+        for key in node:
+            if key != "_target_" and isinstance(node._get_node(key), (DictConfig, ListConfig)):
+                yield from _targets(node[key], f"{path}.{key}")
+    elif isinstance(node, ListConfig):
+        for index, item in enumerate(node):
+            yield from _targets(item, f"{path}[{index}]")
+
+
+def check_targets(cfg: DictConfig) -> None:
+    """Every ``_target_`` of the groups that are built: trusted (``trusted_targets``) and importable."""
+    from hydra._internal.utils import _locate
+
+    trusted: Iterable[str] = list(cfg.trusted_targets)
+    for group in TARGET_GROUPS:
+        if cfg.get(group) is None:
+            continue
+        for path, node in _targets(cfg[group], group):
+            key, target = f"{path}._target_", node._target_
+            if not isinstance(target, str) or not target:
+                raise fail(key, target, "must be a dotted import path")
+            if not any(fnmatch.fnmatchcase(target, pattern) for pattern in trusted):
+                raise fail(key, target, f"not trusted; trusted_targets: {', '.join(trusted)} (add its package there)")
+            try:
+                obj = _locate(target)
+            except ImportError as error:
+                first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                raise fail(key, target, f"cannot be imported ({first})") from None
+            check_call(path, obj, node, positive=group == "model")
+
+
+HYDRA_KEYS = frozenset({"_target_", "_partial_", "_convert_", "_recursive_", "_args_"})
+SIMPLE_TYPES: dict[Any, tuple[type, ...]] = {int: (int,), float: (int, float), bool: (bool,), str: (str,)}
+POSITIVE_MODEL_KEYS = frozenset({"dim", "width", "depth", "heads", "patch_size", "vector_tokens", "pooled"})
+
+
+def _accepted(hint: Any) -> tuple[type, ...] | None:
+    """The Python types a parameter annotated ``hint`` takes when it is a plain scalar type (or an
+    optional/union of them, Path counting as str); None when the hint is anything else."""
+    if hint in SIMPLE_TYPES:
+        return SIMPLE_TYPES[hint]
+    if hint is type(None):
+        return (type(None),)
+    if isinstance(hint, type) and issubclass(hint, os.PathLike):
+        return (str,)
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and args:
+        accepted: tuple[type, ...] = ()
+        for arg in args:
+            one = _accepted(arg)
+            if one is None:
+                return None
+            accepted += one
+        return accepted
+    return None
+
+
+def check_call(path: str, obj: Any, node: DictConfig, positive: bool = False) -> None:
+    """The keys of a ``_target_`` node against the target's signature: each a parameter it takes,
+    scalar values of the annotated scalar type; in models, sizes (``dim``, ``depth``, ...) >= 1."""
+    try:
+        signature = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return
+    params = signature.parameters
+    open_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    try:
+        hints = typing.get_type_hints(obj.__init__ if inspect.isclass(obj) else obj)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: check names only
+        hints = {}
+    name = getattr(obj, "__qualname__", str(obj))
+    for key in node:
+        if key in HYDRA_KEYS:
+            continue
+        if key not in params:
+            if open_kwargs:
+                continue
+            valid = ", ".join(p for p, v in params.items() if v.kind not in (v.VAR_POSITIONAL, v.VAR_KEYWORD))
+            raise fail(f"{path}.{key}", node[key], f"{name}() has no parameter {key!r}; valid parameters: {valid}")
+        if isinstance(node._get_node(key), (DictConfig, ListConfig)):
+            continue
+        value = node[key]
+        accepted = _accepted(hints.get(key))
+        if accepted is not None and (
+            not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted)
+        ):
+            names = " | ".join(sorted({"null" if t is type(None) else t.__name__ for t in accepted}))
+            raise fail(f"{path}.{key}", value, f"{name}() takes {names} here, got {type(value).__name__}")
+        if positive and key in POSITIVE_MODEL_KEYS and isinstance(value, int) and value < 1:
+            raise fail(f"{path}.{key}", value, "must be >= 1")
+        if path.startswith("dataset"):
+            if key.endswith("_size") and isinstance(value, int) and not isinstance(value, bool) and value < 1:
+                raise fail(f"{path}.{key}", value, "must be >= 1 (or null where the dataset allows it)")
+            if key.endswith("_fraction") and isinstance(value, (int, float)) and not 0 <= value < 1:
+                raise fail(f"{path}.{key}", value, "must be in [0, 1)")
+
+
+def _number(node: DictConfig, key: str, prefix: str, *, positive: bool) -> None:
+    if key not in node:
+        return
+    value = node[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise fail(f"{prefix}{key}", value, f"must be a finite number{' > 0' if positive else ' >= 0'}")
+    if (positive and value <= 0) or (not positive and value < 0):
+        raise fail(f"{prefix}{key}", value, f"must be {'> 0' if positive else '>= 0'}")
+
+
+def check_optimizer(optimizer: DictConfig) -> None:
+    _number(optimizer, "lr", "optimizer.", positive=True)
+    _number(optimizer, "weight_decay", "optimizer.", positive=False)
+    _number(optimizer, "momentum", "optimizer.", positive=False)
+
+
+def check_scheduler(scheduler: DictConfig | None) -> None:
+    if scheduler is None:
+        return
+    for key in ("T_max", "step_size"):
+        if key in scheduler:
+            _int(scheduler, key, "scheduler.", 1)
+    for key in ("gamma", "factor"):
+        _number(scheduler, key, "scheduler.", positive=False)
+
+
+def check_loss(loss: DictConfig) -> None:
+    value = loss.get("detach_unimodal", False)
+    if not isinstance(value, bool):
+        raise fail("loss.detach_unimodal", value, "must be true or false")
+
+
+def check_integrator(integrator: DictConfig) -> None:
+    """``get_integrator``'s own one-line errors: an unknown name, parameter or parameter value."""
+    from .integrators import get_integrator
+
+    params = OmegaConf.to_container(integrator, resolve=True)
+    assert isinstance(params, dict)
+    try:
+        get_integrator(**params)  # type: ignore[arg-type]
+    except ValueError as error:
+        raise ConfigError(" ".join(str(error).split())) from None
+    except TypeError as error:
+        raise ConfigError(f"integrator: {' '.join(str(error).split())}") from None
+
+
+def check_tracking(tracking: DictConfig) -> None:
+    experiment = tracking.experiment
+    if not isinstance(experiment, str) or not experiment.strip():
+        raise fail("tracking.experiment", experiment, "must be a non-empty string")
+    uri, key = tracking.uri, "tracking.uri"
+    if uri is None:
+        uri, key = os.environ.get("MLFLOW_TRACKING_URI") or None, "MLFLOW_TRACKING_URI"
+    if uri is None:
+        return
+    scheme = urlparse(uri).scheme
+    if len(scheme) <= 1:  # a plain path (or a Windows drive letter): a file store
+        return
+    if scheme not in TRACKING_SCHEMES:
+        raise fail(key, uri, f"unknown scheme {scheme!r}; valid: {', '.join(TRACKING_SCHEMES)}, or a path")
+    if scheme == "sqlite":
+        if not uri.startswith("sqlite:///"):
+            raise fail(key, uri, "an embedded store is sqlite:///<path to the .db file>")
+        database = Path(uri[len("sqlite:///") :])
+        if not database.parent.is_dir():
+            raise fail(key, uri, f"the folder {database.parent} does not exist")
+
+
+def check_dataset(dataset: DictConfig) -> None:
+    """Cheap checks only: a dataset's ``root`` folder, the prepared files of the cached datasets."""
+    from .data.sources import _resolve
+
+    if "root" in dataset:
+        root = dataset.root
+        if not isinstance(root, str) or not Path(root).is_dir():
+            raise fail("dataset.root", root, "no such folder: point it at the dataset (see conf/dataset/)")
+    target = dataset.get("_target_")
+    if target in DATA_FILES and "data_dir" in dataset:
+        data_dir = dataset.data_dir
+        for rel in DATA_FILES[target]:
+            try:
+                _resolve(data_dir, Path(rel))
+            except FileNotFoundError as error:
+                raise fail("dataset.data_dir", data_dir, str(error)) from None
