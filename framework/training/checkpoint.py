@@ -1,7 +1,10 @@
 """Atomic training checkpoints: what they hold besides the trainer's state, and which job wrote them.
 
 A checkpoint is written to a temporary file in the same directory, fsynced, then renamed over
-the old one: a reader (or a job killed mid-write) only ever sees a whole checkpoint. Every
+the old one: a reader (or a job killed mid-write) only ever sees a whole checkpoint. The last two
+are kept: before the new one takes ``checkpoint.pt``'s name, the old one is renamed to
+``checkpoint.prev.pt`` (:func:`previous_path`). A checkpoint that cannot be read (truncated, corrupt,
+not a checkpoint) gives a one-line warning naming the file, and the previous one is used. Every
 checkpoint records the scheduler job that wrote it (:func:`current_job`), so a requeue of that job
 resumes from it, and the global RNG states (:func:`rng_state`), so a resumed run draws the same
 numbers as an uninterrupted one.
@@ -9,6 +12,7 @@ numbers as an uninterrupted one.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import tempfile
@@ -19,6 +23,14 @@ import numpy as np
 import torch
 
 JOB_KEY = "job"
+
+log = logging.getLogger("framework")
+
+
+def previous_path(path: str | Path) -> Path:
+    """Where the checkpoint before ``path`` is kept: ``checkpoint.pt`` -> ``checkpoint.prev.pt``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
 
 
 def rng_state() -> dict[str, Any]:
@@ -48,7 +60,9 @@ def seed_everything(seed: int) -> None:
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """Write ``state`` atomically to ``path``, stamped with the job that wrote it."""
+    """Write ``state`` atomically to ``path``, stamped with the job that wrote it; the checkpoint
+    ``path`` held before is kept as :func:`previous_path` (each rename is atomic, and between the
+    two the previous one is still whole)."""
     state = {**state, JOB_KEY: current_job()}  # a requeue of this job resumes from here
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,17 +72,52 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
             torch.save(state, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        if path.is_file():
+            os.replace(path, previous_path(path))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def _read(path: Path) -> dict[str, Any]:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"holds a {type(checkpoint).__name__}, not a checkpoint")
+    return checkpoint
+
+
+def _why(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text[:200]}" if text else type(error).__name__
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any] | None:
+    """The checkpoint at ``path``; if it is unreadable, the previous one (:func:`previous_path`),
+    with a one-line warning naming the file. ``None`` when there is none.
+
+    Raises ``ValueError`` when checkpoints exist but none can be read (a resume would otherwise
+    silently start over).
+    """
     path = Path(path)
-    if not path.is_file():
-        return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    previous = previous_path(path)
+    failures: list[str] = []
+    for candidate in (path, previous):
+        if not candidate.is_file():
+            continue
+        try:
+            checkpoint = _read(candidate)
+        except Exception as error:  # noqa: BLE001 - truncated or corrupt: any unpickling error
+            failures.append(f"{candidate} ({_why(error)})")
+            fallback = "using the previous one" if candidate == path and previous.is_file() else "none left to use"
+            log.warning("checkpoint %s is unreadable (%s): %s", candidate, _why(error), fallback)
+            continue
+        if candidate == previous and failures:
+            log.warning("resuming from the previous checkpoint %s", previous)
+        return checkpoint
+    if failures:
+        raise ValueError(f"no readable checkpoint: {'; '.join(failures)}; delete them to start over")
+    return None
 
 
 def current_job() -> str | None:
