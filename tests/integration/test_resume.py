@@ -1,4 +1,5 @@
-"""Checkpoint and resume: exact continuation, Ctrl-C, requeues, interval, atomic writes."""
+"""Checkpoint and resume: exact continuation, Ctrl-C, kill -9, requeues, interval, atomic writes, the
+previous checkpoint kept and used when the last one is unreadable."""
 
 from __future__ import annotations
 
@@ -199,3 +200,116 @@ def test_ctrl_c_leaves_a_killed_run_and_a_resumable_checkpoint(tmp_path):
     assert run.info.status == "FINISHED" and run.data.tags["resumed_from_epoch"] == str(state["state"]["epoch"])
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/acc/multimodal")]
     assert sorted(steps) == [0, 1, 2, 3]
+
+
+def test_the_last_two_checkpoints_are_kept(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    for epoch in (1, 2, 3):
+        ckpt.save_checkpoint({"epoch": epoch}, path)
+    assert torch.load(path, weights_only=False)["epoch"] == 3
+    assert torch.load(ckpt.previous_path(path), weights_only=False)["epoch"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.prev.pt", "checkpoint.pt"]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "not_a_dict"])
+def test_an_unreadable_checkpoint_warns_naming_it_and_the_previous_one_is_used(tmp_path, caplog, damage):
+    path = tmp_path / "checkpoint.pt"
+    ckpt.save_checkpoint({"epoch": 1, "weights": torch.arange(10_000.0)}, path)
+    ckpt.save_checkpoint({"epoch": 2, "weights": torch.arange(10_000.0)}, path)
+    data = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"\x00not a checkpoint\xff" * 100)
+    elif damage == "empty":
+        path.write_bytes(b"")
+    else:
+        torch.save([1, 2, 3], path)
+    with caplog.at_level("WARNING", logger="framework"):
+        state = ckpt.load_checkpoint(path)
+    assert state is not None and state["epoch"] == 1
+    (warning, used) = [r.getMessage() for r in caplog.records]
+    assert "\n" not in warning and str(path) in warning and "unreadable" in warning and "previous" in warning
+    assert str(ckpt.previous_path(path)) in used
+
+
+def test_no_readable_checkpoint_is_an_error_not_a_silent_restart(tmp_path, caplog):
+    path = tmp_path / "checkpoint.pt"
+    ckpt.save_checkpoint({"epoch": 1}, path)
+    ckpt.save_checkpoint({"epoch": 2}, path)
+    for p in (path, ckpt.previous_path(path)):
+        p.write_bytes(b"broken")
+    with pytest.raises(ValueError, match="no readable checkpoint") as raised:
+        ckpt.load_checkpoint(path)
+    assert "\n" not in str(raised.value) and str(path) in str(raised.value)
+
+
+def test_resume_from_a_corrupt_checkpoint_continues_from_the_previous_one(compose_cfg, tracking_uri, monkeypatch, caplog):
+    expected = train(compose_cfg(*OVERRIDES))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri.replace("mlflow.db", "second.db"))
+    cfg = compose_cfg(*OVERRIDES)
+    with monkeypatch.context() as patch:  # checkpoints of epochs 1 and 2 written, stopped in epoch 2
+        interrupt_at_step(patch, 2 * STEPS_PER_EPOCH + 3, KeyboardInterrupt)
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg)
+    path = Path(cfg.checkpoint.dir) / "checkpoint.pt"
+    path.write_bytes(path.read_bytes()[:1000])  # truncated, as by a full disk outside our writer
+    with caplog.at_level("WARNING", logger="framework"):
+        resumed = train(compose_cfg(*OVERRIDES, "resume=true"))
+    assert any(str(path) in r.getMessage() and "unreadable" in r.getMessage() for r in caplog.records)
+    assert resumed == expected
+    client = MlflowClient(tracking_uri.replace("mlflow.db", "second.db"))
+    (run,) = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["resumed_from_epoch"] == "1"
+
+
+@pytest.mark.slow
+def test_kill_9_in_epoch_2_then_resume_ends_exactly_like_an_uninterrupted_run(tmp_path):
+    """SIGKILL leaves the run RUNNING (nothing could mark it); resume=true takes it over, and its
+    final metrics and every metric history equal an uninterrupted run's. Step statistics every 4
+    steps keep an epoch's points in one batch, so nothing of the killed epoch reached the store."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["experiment=smoke", "trainer.epochs=4", "dataset.train_size=4096", "trainer.statistics.log_every=4"]
+
+    def command(name: str) -> tuple[list[str], dict[str, str]]:
+        env = {
+            **os.environ, "MLFLOW_TRACKING_URI": uri, "FRAMEWORK_SPOOL_DIR": str(tmp_path / "spool"),
+            "FRAMEWORK_CHECKPOINT_DIR": str(tmp_path / name),
+        }  # fmt: skip
+        return [sys.executable, "-m", "framework.main", *args, f"hydra.run.dir={tmp_path}/out-{name}"], env
+
+    straight_command, straight_env = command("straight")
+    done = subprocess.run(straight_command, cwd=ROOT, env=straight_env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("smoke").experiment_id
+    (straight,) = client.search_runs([experiment])
+
+    killed_command, killed_env = command("killed")
+    path = tmp_path / "killed" / "smoke" / ",".join(sorted(args)) / "checkpoint.pt"
+    process = subprocess.Popen(killed_command, cwd=ROOT, env=killed_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for_checkpoint(path, 2, process)  # epochs 0 and 1 done: epoch 2 is running
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == -signal.SIGKILL
+    (killed,) = [r for r in client.search_runs([experiment]) if r.info.run_id != straight.info.run_id]
+    assert killed.info.status == "RUNNING", "SIGKILL: nothing could end the run"
+    state = torch.load(path, weights_only=False)
+    assert state["run_id"] == killed.info.run_id and state["state"]["epoch"] == 2
+
+    resumed = subprocess.run([*killed_command, "resume=true"], cwd=ROOT, env=killed_env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    run = client.get_run(killed.info.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["resumes"] == "1" and run.data.tags["resumed_from_epoch"] == "2"
+    assert len(client.search_runs([experiment])) == 2, "the resume took the killed run over"
+    assert run.data.metrics == client.get_run(straight.info.run_id).data.metrics  # final values, exactly
+    got, want = histories(client, run.info.run_id), histories(client, straight.info.run_id)
+    assert got.keys() == want.keys()
+    for key in want:
+        assert got[key] == want[key], key
+    assert [s for s, _ in want["val/acc/multimodal"]] == [0, 1, 2, 3]
