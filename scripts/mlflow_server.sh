@@ -5,7 +5,8 @@
 #
 #   eval "$(bash scripts/mlflow_server.sh)"                       # start; export MLFLOW_TRACKING_URI
 #   bash scripts/mlflow_server.sh --backend-store-uri postgresql://user:pw@db/mlflow --host 0.0.0.0
-#   bash scripts/mlflow_server.sh --stop [--port 5000]            # stop the one started on that port
+#   bash scripts/mlflow_server.sh --postgres /srv/mlflow-pg        # on a PostgreSQL it starts (data in that folder)
+#   bash scripts/mlflow_server.sh --stop [--port 5000]            # stop the one started on that port (and its PostgreSQL)
 #
 # Options (all optional):
 #   --backend-store-uri URI   where runs are stored (default sqlite:///$PWD/mlflow.db: the
@@ -15,7 +16,14 @@
 #                             through the server, no shared filesystem needed (default $PWD/mlartifacts)
 #   --host H                  interface to bind (default 127.0.0.1; 0.0.0.0 for compute nodes)
 #   --port P                  (default 5000)
-#   --workers N               server worker processes (default 1; keep 1 with sqlite)
+#   --postgres DIR            store runs in a PostgreSQL server whose data lives in DIR: installs
+#                             Debian's postgresql when missing (root and apt), initdb on first use,
+#                             starts it (pg_ctl, as the postgres user when run as root) listening on a
+#                             unix socket in DIR only (no TCP), creates database "mlflow"; the
+#                             backend is then postgresql+psycopg2://postgres@/mlflow?host=DIR. DIR and its
+#                             parents must be reachable by the postgres user (not a 700 folder).
+#                             Overrides --backend-store-uri. --stop stops it too.
+#   --workers N               server worker processes (default 1; keep 1 with sqlite; more with postgres)
 #   --foreground              run in the foreground (e.g. as its own Slurm job), no pid file
 #   --stop                    stop the server this script started on --port
 #
@@ -36,6 +44,7 @@ port=5000
 workers=1
 foreground=0
 stop=0
+postgres=
 while [ $# -gt 0 ]; do
   case "$1" in
     --backend-store-uri) backend=$2; shift 2 ;;
@@ -43,6 +52,7 @@ while [ $# -gt 0 ]; do
     --host) host=$2; shift 2 ;;
     --port) port=$2; shift 2 ;;
     --workers) workers=$2; shift 2 ;;
+    --postgres) postgres=$(realpath -m "$2"); shift 2 ;;
     --foreground) foreground=1; shift ;;
     --stop) stop=1; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
@@ -51,6 +61,54 @@ while [ $# -gt 0 ]; do
 done
 
 state=${MLFLOW_SERVER_STATE:-/tmp/mlflow-server}-$port
+
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+as_pg() {   # postgres refuses to run as root: run its tools as the postgres user then
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+pg_stop() {
+  local dir=$1 bin
+  bin=$(pg_bin)
+  if [ -n "$bin" ] && [ -f "$dir/postmaster.pid" ]; then
+    as_pg "$bin/pg_ctl" -D "$dir" -m fast -w stop >/dev/null && echo "mlflow_server: stopped PostgreSQL in $dir" >&2
+  fi
+}
+pg_start() {
+  local dir=$1 bin
+  bin=$(pg_bin)
+  if [ -z "$bin" ]; then
+    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+      echo "mlflow_server: PostgreSQL is not installed and apt-get needs root" >&2; return 1
+    fi
+    echo "mlflow_server: installing postgresql (apt-get)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q postgresql >/tmp/mlflow_server.apt.log 2>&1 \
+      || { apt-get update -q >>/tmp/mlflow_server.apt.log 2>&1 && apt-get install -y -q postgresql >>/tmp/mlflow_server.apt.log 2>&1; } \
+      || { echo "mlflow_server: apt-get install postgresql failed (/tmp/mlflow_server.apt.log)" >&2; return 1; }
+    bin=$(pg_bin)
+  fi
+  mkdir -p "$dir"
+  if [ "$(id -u)" = 0 ]; then chown postgres: "$dir"; fi
+  chmod 700 "$dir"
+  if ! as_pg test -w "$dir"; then
+    echo "mlflow_server: the postgres user cannot reach $dir (is a parent folder private?)" >&2; return 1
+  fi
+  if [ ! -s "$dir/PG_VERSION" ]; then
+    as_pg "$bin/initdb" -D "$dir" -U postgres -A trust -E UTF8 >"$dir.initdb.log" 2>&1 \
+      || { echo "mlflow_server: initdb failed:" >&2; tail -n 5 "$dir.initdb.log" >&2; return 1; }
+  fi
+  if ! as_pg "$bin/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
+    # unix socket in DIR only: nothing listens on TCP, the folder's permissions guard the database
+    as_pg "$bin/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 \
+      -o "-c listen_addresses='' -k $dir -c max_connections=200" start >/dev/null \
+      || { echo "mlflow_server: PostgreSQL did not start:" >&2; tail -n 5 "$dir/server.log" >&2; return 1; }
+  fi
+  if [ "$(as_pg "$bin/psql" -h "$dir" -U postgres -d postgres -tAc "select 1 from pg_database where datname='mlflow'")" != 1 ]; then
+    as_pg "$bin/createdb" -h "$dir" -U postgres mlflow
+  fi
+  echo "mlflow_server: PostgreSQL $("$bin/postgres" --version | awk '{print $3}') serving $dir" >&2
+}
+
 if [ "$stop" = 1 ]; then
   if [ -s "$state.pid" ] && kill -0 "$(cat "$state.pid")" 2>/dev/null; then
     pid=$(cat "$state.pid")
@@ -61,7 +119,16 @@ if [ "$stop" = 1 ]; then
     echo "mlflow_server: none running on port $port" >&2
   fi
   rm -f "$state.pid"
+  if [ -s "$state.postgres" ]; then pg_stop "$(cat "$state.postgres")"; fi
+  if [ -n "$postgres" ]; then pg_stop "$postgres"; fi
+  rm -f "$state.postgres"
   exit 0
+fi
+
+if [ -n "$postgres" ]; then
+  pg_start "$postgres" || exit 1
+  backend="postgresql+psycopg2://postgres@/mlflow?host=$postgres"
+  echo "$postgres" >"$state.postgres"
 fi
 
 # the address clients use: this host's name when binding all interfaces
