@@ -161,15 +161,24 @@ class RunTracker:
         self._journal_path = spool_dir() / f"{self.run_id}.jsonl"
         self._journal: Any = None
         self._open_journal(experiment, run.info.run_name or run_name)
+        if run_id is None and tags:
+            self._write({"tags": {k: str(v) for k, v in tags.items()}})   # a replay into a fresh store sets them
 
     # -- the journal: every point and the run's end, for the spool --------------------------------
 
     def _open_journal(self, experiment: str, run_name: str) -> None:
-        try:
-            self._journal_path.parent.mkdir(parents=True, exist_ok=True)
-            self._journal = self._journal_path.open("a", encoding="utf-8")
-        except OSError as error:
-            log.warning("no MLflow journal (%s): metrics unsent at the end of an outage would be lost", error)
+        for attempt in range(3):  # another job's run may remove the (then empty) folder in between
+            try:
+                self._journal_path.parent.mkdir(parents=True, exist_ok=True)
+                self._journal = self._journal_path.open("a", encoding="utf-8")
+                break
+            except FileNotFoundError:
+                continue
+            except OSError as error:
+                log.warning("no MLflow journal (%s): metrics unsent at the end of an outage would be lost", error)
+                return
+        if self._journal is None:
+            log.warning("no MLflow journal in %s", self._journal_path.parent)
             return
         self._write({"run": {"run_id": self.run_id, "experiment": experiment, "run_name": run_name,
                              "tracking_uri": self.tracking_uri}})

@@ -131,3 +131,18 @@ def test_a_killed_runs_buffer_is_dropped_from_its_spool(tmp_path, spool):
     read = tracking.read_spool(path)
     assert [m.value for m in read.metrics] == [1.0]
     assert read.tags == {"interrupted": "KeyboardInterrupt"} and read.end["status"] == "KILLED"
+
+
+def test_a_replay_into_a_fresh_store_recreates_the_run_with_its_tags_and_params(tmp_path, spool):
+    tracker = tracking.RunTracker("e", "r", tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", tags={"seed": "3"})
+    tracker.log_params({"lr": "0.1"})
+    tracker.log_metrics({"a": 1.0}, step=0)
+    tracker.client = tracking.MlflowClient("http://127.0.0.1:9")
+    assert not tracker.end("FINISHED")
+    [path] = spool.glob("*.jsonl")
+    assert tracking.cli(["replay", str(path), "--tracking-uri", f"sqlite:///{tmp_path / 'fresh.db'}"]) == 0
+    assert not path.exists()
+    client = tracking.MlflowClient(f"sqlite:///{tmp_path / 'fresh.db'}")
+    [run] = client.search_runs([client.get_experiment_by_name("e").experiment_id])
+    assert run.info.status == "FINISHED" and run.info.run_name == "r"
+    assert run.data.tags["seed"] == "3" and run.data.params == {"lr": "0.1"} and run.data.metrics == {"a": 1.0}
