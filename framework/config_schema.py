@@ -20,11 +20,12 @@ Registration happens when this module is imported (``framework.main`` imports it
 not imported, ``optional`` makes Hydra compose without the schema (no type checks, same values).
 """
 
+# ruff: noqa: UP006, UP007, UP045 - OmegaConf reads these typing generics; keep its documented spelling
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Union  # noqa: UP035 - OmegaConf reads typing generics
+from typing import Any, Dict, List, Optional, Union  # noqa: UP035
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING

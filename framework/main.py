@@ -166,8 +166,13 @@ def _report_composition_errors() -> None:
                 raise
             sys.stderr.write(f"error: {one_line(error)}{os.linesep}")
             sys.exit(1)
-        except Exception as error:  # noqa: BLE001 - Hydra's own report
-            return original(lambda: (_ for _ in ()).throw(error))
+        except Exception as error:
+            failed = error
+
+            def rethrow() -> Any:
+                raise failed
+
+            return original(rethrow)  # Hydra's own report
 
     hydra_utils.run_and_report = run_and_report
 

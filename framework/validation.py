@@ -87,7 +87,8 @@ def check_string_overrides(overrides: Sequence[str]) -> None:
             if value is not None and not isinstance(value, str):
                 raise fail(
                     key, value,
-                    f"read as a {type(value).__name__}, but {key} is a string: quote it ({key}=\"'{value}'\") or choose another",
+                    f"read as a {type(value).__name__}, but {key} is a string: "
+                    f"quote it ({key}=\"'{value}'\") or choose another",
                 )  # fmt: skip
 
 
@@ -231,7 +232,7 @@ def check_call(path: str, obj: Any, node: DictConfig, positive: bool = False) ->
     open_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     try:
         hints = typing.get_type_hints(obj.__init__ if inspect.isclass(obj) else obj)
-    except Exception:  # noqa: BLE001 - unresolvable annotations: check names only
+    except Exception:  # unresolvable annotations: check names only
         hints = {}
     name = getattr(obj, "__qualname__", str(obj))
     for key in node:

@@ -107,7 +107,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any] | None:
             continue
         try:
             checkpoint = _read(candidate)
-        except Exception as error:  # noqa: BLE001 - truncated or corrupt: any unpickling error
+        except Exception as error:  # truncated or corrupt: any unpickling error
             failures.append(f"{candidate} ({_why(error)})")
             fallback = "using the previous one" if candidate == path and previous.is_file() else "none left to use"
             log.warning("checkpoint %s is unreadable (%s): %s", candidate, _why(error), fallback)

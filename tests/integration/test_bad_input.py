@@ -115,7 +115,7 @@ def cli_results(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess
     """Every CLI row, three processes at a time (process start dominates)."""
     dirs = {row_id: tmp_path_factory.mktemp(row_id) for row_id in CLI_ROWS}
     with ThreadPoolExecutor(max_workers=3) as pool:
-        results = dict(zip(CLI_ROWS, pool.map(lambda r: run_cli(r, dirs[r]), CLI_ROWS)))
+        results = dict(zip(CLI_ROWS, pool.map(lambda r: run_cli(r, dirs[r]), CLI_ROWS), strict=True))
     return {row_id: (results[row_id], dirs[row_id]) for row_id in CLI_ROWS}
 
 

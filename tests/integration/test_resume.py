@@ -244,7 +244,9 @@ def test_no_readable_checkpoint_is_an_error_not_a_silent_restart(tmp_path, caplo
     assert "\n" not in str(raised.value) and str(path) in str(raised.value)
 
 
-def test_resume_from_a_corrupt_checkpoint_continues_from_the_previous_one(compose_cfg, tracking_uri, monkeypatch, caplog):
+def test_resume_from_a_corrupt_checkpoint_continues_from_the_previous_one(
+    compose_cfg, tracking_uri, monkeypatch, caplog
+):
     expected = train(compose_cfg(*OVERRIDES))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri.replace("mlflow.db", "second.db"))
     cfg = compose_cfg(*OVERRIDES)
@@ -287,7 +289,9 @@ def test_kill_9_in_epoch_2_then_resume_ends_exactly_like_an_uninterrupted_run(tm
 
     killed_command, killed_env = command("killed")
     path = tmp_path / "killed" / "smoke" / ",".join(sorted(args)) / "checkpoint.pt"
-    process = subprocess.Popen(killed_command, cwd=ROOT, env=killed_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        killed_command, cwd=ROOT, env=killed_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         wait_for_checkpoint(path, 2, process)  # epochs 0 and 1 done: epoch 2 is running
         process.send_signal(signal.SIGKILL)
@@ -301,7 +305,9 @@ def test_kill_9_in_epoch_2_then_resume_ends_exactly_like_an_uninterrupted_run(tm
     state = torch.load(path, weights_only=False)
     assert state["run_id"] == killed.info.run_id and state["state"]["epoch"] == 2
 
-    resumed = subprocess.run([*killed_command, "resume=true"], cwd=ROOT, env=killed_env, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [*killed_command, "resume=true"], cwd=ROOT, env=killed_env, capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     run = client.get_run(killed.info.run_id)
     assert run.info.status == "FINISHED"
