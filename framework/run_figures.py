@@ -61,7 +61,7 @@ def draw(group: str, data: dict[str, list[tuple[int, float]]], path: Path) -> No
                       for loss in [p[1]]}
         for label, values in chosen.items():
             if values:
-                steps, ys = zip(*values)
+                steps, ys = zip(*values, strict=True)
                 axis.plot(steps, ys, marker="o" if len(values) < 20 else None, label=label, linewidth=1.2)
         if kind == names.COSINE:
             axis.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")

@@ -35,7 +35,7 @@ import random
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,7 +167,7 @@ class RunTracker:
     # -- the journal: every point and the run's end, for the spool --------------------------------
 
     def _open_journal(self, experiment: str, run_name: str) -> None:
-        for attempt in range(3):  # another job's run may remove the (then empty) folder in between
+        for _ in range(3):  # another job's run may remove the (then empty) folder in between
             try:
                 self._journal_path.parent.mkdir(parents=True, exist_ok=True)
                 self._journal = self._journal_path.open("a", encoding="utf-8")
@@ -195,10 +195,8 @@ class RunTracker:
         self._journal = None
         if not keep:
             self._journal_path.unlink(missing_ok=True)
-            try:
+            with suppress(OSError):
                 self._journal_path.parent.rmdir()   # only when empty
-            except OSError:
-                pass
 
     def journal_points(self) -> list[Metric]:
         """Every metric point this process logged for the run (from its journal)."""
@@ -298,7 +296,8 @@ class RunTracker:
                 try:
                     with bounded_http():
                         if tags:
-                            self.client.log_batch(self.run_id, tags=[mlflow.entities.RunTag(k, str(v)) for k, v in tags.items()])
+                            run_tags = [mlflow.entities.RunTag(k, str(v)) for k, v in tags.items()]
+                            self.client.log_batch(self.run_id, tags=run_tags)
                         self.client.set_terminated(self.run_id, status=status, end_time=end_time)
                 except Exception as error:
                     if is_permanent(error):

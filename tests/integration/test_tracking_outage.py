@@ -161,7 +161,8 @@ def test_server_never_back_spool_replays_exactly(server, tmp_path, reference):
     assert 0 < sum(partial.values()) < sum(reference.values())
 
     def replay(uri: str) -> None:
-        command = [sys.executable, "-m", "framework.tracking", "replay", str(spools[0]), "--tracking-uri", uri, "--keep"]
+        command = [sys.executable, "-m", "framework.tracking", "replay", str(spools[0]), "--tracking-uri", uri]
+        command.append("--keep")
         result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
 

@@ -52,10 +52,12 @@ def finished_run(tmp_path_factory):
         pytest.skip(reason)
     tmp_path = tmp_path_factory.mktemp("ui")
     port = free_port()
-    args = [str(MLFLOW), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--host", "127.0.0.1",
-            "--port", str(port), "--workers", "1", "--serve-artifacts", "--artifacts-destination", str(tmp_path / "art")]
+    args = [str(MLFLOW), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--serve-artifacts", "--artifacts-destination", str(tmp_path / "art")]
     server = subprocess.Popen(args, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-                              stdout=(tmp_path / "server.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+                              stdout=(tmp_path / "server.log").open("w"), stderr=subprocess.STDOUT,
+                              start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(360):
@@ -109,7 +111,8 @@ DRAWN_CHARTS = """
 const found = [];
 for (const plot of document.querySelectorAll('.js-plotly-plot')) {
   const card = plot.closest('[data-testid]') || plot.parentElement.parentElement.parentElement;
-  const lines = plot.querySelectorAll('.scatterlayer .trace path.js-line, .scatterlayer .trace .point, .barlayer .point');
+  const lines = plot.querySelectorAll(
+    '.scatterlayer .trace path.js-line, .scatterlayer .trace .point, .barlayer .point');
   if (lines.length) found.push((card.innerText || '').split('\\n')[0]);
 }
 return found;
@@ -125,11 +128,10 @@ def test_the_run_page_draws_the_conflict_metrics(finished_run, browser):
     wanted = ["grad/encoder.strong/conflict_rate", "grad/encoder.strong/cos/multimodal.strong"]
 
     def drawn(driver):
-        for name in wanted:
-            search = driver.find_elements(By.CSS_SELECTOR, "input[placeholder*='earch']")
-            if search and search[0].get_attribute("value") != "grad/":
-                search[0].clear()
-                search[0].send_keys("grad/")
+        search = driver.find_elements(By.CSS_SELECTOR, "input[placeholder*='earch']")
+        if search and search[0].get_attribute("value") != "grad/":
+            search[0].clear()
+            search[0].send_keys("grad/")
         titles = driver.execute_script(DRAWN_CHARTS)
         text = driver.find_element(By.TAG_NAME, "body").text
         return titles if all(name in text for name in wanted) and len(titles) >= 2 else False

@@ -97,7 +97,8 @@ def test_a_batch_stored_before_its_error_is_not_sent_again(tmp_path, spool, monk
     assert flaky.sends == 4   # 1 stored + 2 failed + 1 for the later point alone
     assert tracker.end()
     assert not list(spool.glob("*.jsonl"))
-    assert tracker.client.get_experiment(tracker.experiment_id).tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    kind = tracker.client.get_experiment(tracker.experiment_id).tags[tracking.EXPERIMENT_KIND_TAG]
+    assert kind == "custom_model_development"
 
 
 def test_sends_against_a_gone_server_do_not_block_training(tmp_path, spool):
