@@ -57,6 +57,21 @@ def cross_model_table(results: dict[str, dict[str, dict[str, float]]], cases: di
     return "\n".join(lines)
 
 
+def torchjd_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
+    """Each framework variant against ``torchjd_<variant>`` (torchjd's own step with the same
+    aggregator) on the same model; empty when no pair ran."""
+    lines = []
+    for model, by_variant in results.items():
+        for variant, r in by_variant.items():
+            theirs = by_variant.get(f"torchjd_{variant}")
+            if theirs is None:
+                continue
+            if not lines:
+                lines += [f"| {'model':<18} | {'variant':<12} | {'step_ms':>9} | {'torchjd ms':>10} | {'ratio':>6} |", "|" + "|".join(["-" * 20, "-" * 14, "-" * 11, "-" * 12, "-" * 8]) + "|"]
+            lines.append(f"| {model:<18} | {variant:<12} | {r['step_ms']:>9.1f} | {theirs['step_ms']:>10.1f} | {r['step_ms'] / theirs['step_ms']:>6.3f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]]:
     parser = argparse.ArgumentParser(prog="python -m framework.bench", description=DESCRIPTION)
     parser.add_argument("--json", type=Path, help="write the results here")
@@ -97,6 +112,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
     versus = cross_model_table(results, cases)
     if versus:
         print(f"\nstep time relative to resnet18_av:\n{versus}")
+    against = torchjd_table(results)
+    if against:
+        print(f"\nframework step time relative to torchjd's own step with the same aggregator:\n{against}")
     print(f"({time.perf_counter() - start:.0f} s; step_ms: median of interleaved full training steps)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -41,7 +42,12 @@ def register_variant(*names: str) -> Callable[[VariantFactory], VariantFactory]:
     return decorate
 
 
-@register_variant("sum", "pcgrad", "mgda", "mmpareto")
+FRAMEWORK_INTEGRATORS = ("sum", "pcgrad", "mgda", "mmpareto", "upgrad", "cagrad", "nash_mtl")
+"""The integrators benchmarked through the framework's engine, with their default parameters
+(``conf/integrator/<name>.yaml``'s, e.g. ``cagrad`` c=0.5)."""
+
+
+@register_variant(*FRAMEWORK_INTEGRATORS)
 def framework_runner(setup: Setup) -> Runner:
     """The framework's ``GradientEngine`` with the integrator of the variant's name."""
     model, optimizer, loss, inputs, labels = setup.model, setup.optimizer, setup.loss, setup.inputs, setup.labels
@@ -65,8 +71,14 @@ def reference_runner(setup: Setup) -> Runner:
 
 register_variant("mmpareto_stats")(stats_runner)
 
-TORCHJD_AGGREGATORS = {"torchjd_mgda": "MGDA", "torchjd_upgrad": "UPGrad"}
-"""Variant name -> class name in ``torchjd.aggregation``."""
+TORCHJD_AGGREGATORS: dict[str, tuple[str, Callable[[int], dict[str, Any]]]] = {
+    "torchjd_mgda": ("MGDA", lambda k: {}),
+    "torchjd_upgrad": ("UPGrad", lambda k: {}),
+    "torchjd_cagrad": ("CAGrad", lambda k: {"c": 0.5}),
+    "torchjd_nash_mtl": ("NashMTL", lambda k: {"n_tasks": k}),
+}
+"""Variant name -> (class name in ``torchjd.aggregation``, its arguments for ``k`` losses), with
+the same parameters as the framework's integrator of the same name."""
 
 
 @register_variant(*TORCHJD_AGGREGATORS)
@@ -74,7 +86,9 @@ def torchjd_runner(setup: Setup) -> Runner:
     """torchjd's ``mtl_backward`` and ``jac_to_grad`` with the variant's aggregator (:mod:`.torchjd_step`)."""
     import torchjd.aggregation
 
-    aggregator = getattr(torchjd.aggregation, TORCHJD_AGGREGATORS[setup.name])()
+    class_name, arguments = TORCHJD_AGGREGATORS[setup.name]
+    k = 1 + len(setup.model.modalities)
+    aggregator = getattr(torchjd.aggregation, class_name)(**arguments(k))
     return setup.runner(torchjd_step(setup.model, setup.optimizer, setup.loss, setup.inputs, setup.labels, aggregator))
 
 
