@@ -136,7 +136,7 @@ def accuracy_bars_figure(table: Table, runset: RunSet, out: Path) -> Path | None
     if frame.empty:
         return None
     dataset = table.dataset
-    heads = [MULTIMODAL, *runset.modalities(dataset)]
+    heads = runset.heads(dataset)
     palette = colors(runset, dataset)
     keys = [tuple(str(frame[k].iloc[i]) for k in table.keys) for i in range(len(frame))]
     fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.2 * len(heads) * len(keys) / 2 + 4), 4.2), sharey=True)
@@ -154,7 +154,7 @@ def accuracy_bars_figure(table: Table, runset: RunSet, out: Path) -> Path | None
         ax.grid(axis="y", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(labels), 4))
-    fig.suptitle(f"{dataset}: multimodal and unimodal test accuracy (mean ± std over seeds)")
+    fig.suptitle(f"{dataset}: test accuracy per head (mean ± std over seeds)")
     return _save(fig, out / f"{dataset}_accuracy_bars.png", tight=True)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from framework.config_keys import is_bookkeeping
 from framework.integrators import INTEGRATORS
+from framework.metric_names import MEAN, MULTIMODAL
 
 from .records import Excluded, RunRecord
 
@@ -142,6 +143,13 @@ class RunSet:
         for run in self.in_dataset(dataset):
             seen.extend(m for m in run.modalities if m not in seen)
         return seen
+
+    def heads(self, dataset: str) -> list[str]:
+        """The heads with a final accuracy in the dataset's runs: ``multimodal`` and the modalities
+        (multimodal models), or the tasks and their ``mean`` last (multi-task models)."""
+        found = {h for run in self.in_dataset(dataset) for h in run.heads}
+        heads = [h for h in [MULTIMODAL, *self.modalities(dataset)] if h in found and h != MEAN]
+        return [*heads, MEAN] if MEAN in found else heads
 
 
 def short_param(name: str) -> str:

@@ -1,7 +1,8 @@
 """Reading runs from MLflow: which runs count, ``--filter``, and metric histories on demand.
 
 A run *counts* when it is FINISHED, is not a report's summary run (tag ``summary=true``) and
-has its final metric (:data:`framework.metric_names.FINAL_MULTIMODAL`). Everything else found is
+has a final test accuracy (:data:`framework.metric_names.FINAL_MULTIMODAL`, or
+``best/test/acc/<task>`` for multi-task runs). Everything else found is
 kept in :attr:`RunSet.excluded` with the reason, so a report lists it instead of silently mixing
 it in or dropping it. How the counted runs group into rows: :mod:`analysis.grouping`.
 """
@@ -100,7 +101,9 @@ def search_all(client: MlflowClient, experiment_ids: list[str]) -> list[Run]:
 def _why_left_out(record: RunRecord) -> str | None:
     """Why a run does not count, or ``None`` when it does."""
     if record.status == "FINISHED":
-        return None if FINAL_MULTIMODAL in record.metrics else f"finished without the final metric {FINAL_MULTIMODAL}"
+        if record.heads:  # best/test/acc/<head>: multimodal and modalities, or tasks and their mean
+            return None
+        return f"finished without a final metric {FINAL_MULTIMODAL} (or best/test/acc/<task> for multi-task runs)"
     if record.status in ("RUNNING", "SCHEDULED"):
         return f"unfinished ({record.status}: still running, or died unclosed)"
     error = record.tags.get("error", "")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from framework import metric_names
-from framework.metric_names import BEST_EPOCH, MULTIMODAL, final_accuracy
+from framework.metric_names import BEST_EPOCH, MEAN, MULTIMODAL, final_accuracy
 
 from .grouping import Rows, RunSet, mean_std, short_param
 from .loading import Histories
@@ -113,12 +113,11 @@ def _key_columns(runset: RunSet, dataset: str) -> tuple[list[str], dict[str, str
 
 def accuracy_table(runset: RunSet, dataset: str) -> Table:
     """Test accuracy at the best-validation epoch and at the last epoch, per head, in percent."""
-    modalities = runset.modalities(dataset)
-    heads = [MULTIMODAL, *modalities]
+    heads = runset.heads(dataset)
     keys, headers = _key_columns(runset, dataset)
     stats = [f"best_{h}" for h in heads] + [f"last_{h}" for h in heads]
     for h in heads:
-        name = "Multimodal" if h == MULTIMODAL else h
+        name = {MULTIMODAL: "Multimodal", MEAN: "Mean"}.get(h, h)
         headers[f"best_{h}"] = f"{name} (best val)"
         headers[f"last_{h}"] = f"{name} (last)"
     records = []

@@ -16,7 +16,7 @@ from .. import metric_names as names
 from ..config_schema import ON_NONFINITE
 from ..data.base import MultimodalDataset, Splits, iterate_batches, num_batches
 from ..integrators import Integrator
-from ..losses import MultitaskLoss
+from ..losses import MultitaskLoss, head_labels
 from ..models.base import MEAN, MultimodalModel
 from ..tracking import RunTracker
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -263,8 +263,10 @@ class Trainer:
         seen = 0
         for inputs, labels in iterate_batches(dataset, self.settings.eval_batch_size, False, None, self.settings.num_workers):
             inputs, labels = _to(inputs, labels, self.device)
-            for head, logits in self.model(inputs).items():
-                correct[head] += int((logits.argmax(dim=1) == labels).sum())
+            outputs = self.model(inputs)
+            targets = head_labels(labels, tuple(outputs))
+            for head, logits in outputs.items():
+                correct[head] += int((logits.argmax(dim=1) == targets[head]).sum())
             seen += labels.shape[0]
         accuracy = {head: correct[head] / max(seen, 1) for head in self.heads}
         if self.selection == MEAN:

@@ -32,9 +32,11 @@ from framework.config import build
 from framework.data.base import DatasetSpec, Splits, iterate_batches
 from framework.integrators import get_integrator
 from framework.integrators.base import Integrator
-from framework.models.base import MULTIMODAL, MultimodalModel
+from framework.models.base import MultimodalModel
+from framework.models.multitask import MultitaskModel
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
+MULTITASK_DATASET = "multi_mnist"  # what multi-task models (one head per task) are built on
 
 
 def config_groups() -> dict[str, list[str]]:
@@ -135,13 +137,19 @@ def batch(splits: Splits, size: int = 2):
     return next(iterate_batches(splits.train, size, shuffle=False))
 
 
+def head_classes(spec: DatasetSpec, heads: tuple[str, ...]) -> dict[str, int]:
+    """Classes per head: a multi-task dataset's per-task classes, else ``num_classes`` for every head."""
+    return dict(getattr(spec, "tasks", None) or dict.fromkeys(heads, spec.num_classes))
+
+
 def assert_logits(model: MultimodalModel, splits: Splits, detach_unimodal: bool = False) -> dict[str, torch.Tensor]:
     """A forward pass on a training batch: one ``(batch, classes)`` logit tensor per head."""
     inputs, labels = batch(splits)
     logits = model(inputs, detach_unimodal=detach_unimodal)
-    assert set(logits) == {MULTIMODAL, *splits.spec.modalities}
-    for value in logits.values():
-        assert value.shape == (labels.shape[0], splits.spec.num_classes) and torch.isfinite(value).all()
+    assert list(logits) == list(model.heads)
+    classes = head_classes(splits.spec, model.heads)
+    for head, value in logits.items():
+        assert value.shape == (labels.shape[0], classes[head]) and torch.isfinite(value).all()
     return logits
 
 
@@ -168,9 +176,13 @@ def test_dataset_builds_splits_whose_samples_match_the_spec(compose_on_data, opt
         assert len(split) > 0 and split.spec == spec
         inputs, label = split[0]
         assert {m: tuple(x.shape) for m, x in inputs.items()} == dict(spec.modalities)
-        assert 0 <= int(label) < spec.num_classes
+        tasks = getattr(spec, "tasks", None)  # multi-task: one label per task
+        classes = list(tasks.values()) if tasks else [spec.num_classes]
+        label = torch.as_tensor(label).reshape(-1)
+        assert len(label) == len(classes) and all(0 <= int(y) < c for y, c in zip(label, classes, strict=True))
     inputs, labels = batch(splits)
-    assert all(inputs[m].shape == (2, *shape) for m, shape in spec.modalities.items()) and labels.shape == (2,)
+    assert all(inputs[m].shape == (2, *shape) for m, shape in spec.modalities.items())
+    assert labels.shape == ((2, len(spec.tasks)) if getattr(spec, "tasks", None) else (2,))
     # disk datasets report their skipped samples (none in a clean fixture); in-memory ones none at all
     skipping = {n for n in ("train", "val", "test") if getattr(splits, n).can_skip}
     assert splits.skipped() == dict.fromkeys(skipping, 0)
@@ -180,8 +192,10 @@ def test_dataset_builds_splits_whose_samples_match_the_spec(compose_on_data, opt
 
 
 @pytest.mark.parametrize("option", options("model"))
-def test_model_builds_for_the_dataset_spec_and_runs_forward(compose_on_data, option):
-    cfg = compose_on_data(f"model={option}")
+def test_model_builds_for_the_dataset_spec_and_runs_forward(compose_cfg, compose_on_data, option):
+    cfg = compose_cfg(f"model={option}")
+    multitask = issubclass(get_class(cfg.model._target_), MultitaskModel)
+    cfg = compose_on_data(f"model={option}", *([f"dataset={MULTITASK_DATASET}"] if multitask else []))
     splits = build_splits(cfg)
     model = build_model(cfg, splits)
     assert model.modalities == tuple(splits.spec.modalities)
@@ -302,7 +316,7 @@ def test_experiment_preset_builds_every_component_as_main_does(compose_on_data, 
     _, labels = batch(splits)
     detach = bool(cfg.loss.get("detach_unimodal", False))
     losses = loss(assert_logits(model, splits, detach_unimodal=detach), labels)
-    assert set(losses) == {MULTIMODAL, *model.modalities} and all(torch.isfinite(v) for v in losses.values())
+    assert set(losses) == set(model.heads) and all(torch.isfinite(v) for v in losses.values())
     assert cfg.trainer.epochs >= 1 and cfg.trainer.batch_size >= 1
 
 
