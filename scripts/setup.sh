@@ -16,4 +16,10 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+# Fashion-MNIST (optional; the multi_fashion* datasets): Debian's dataset-fashion-mnist, where apt is usable
+if [ ! -f data/fashion_mnist/items.npz ] && [ ! -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ] \
+   && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; } >/dev/null 2>&1 \
+    || echo "note: apt-get install dataset-fashion-mnist failed; the multi_fashion* datasets need it"
+fi
 .venv/bin/python -m framework.data.prepare

@@ -5,6 +5,8 @@ Layout under the data directory::
     mnist/digits.npz   images uint8 (N, 28, 28) in 0..255, labels int64 (N,)
     fsdd/mfcc.npz      features float32 (sum_frames, 13), lengths int64 (C,),
                        labels int64 (C,); clip i is the i-th block of lengths[i] rows
+    fashion_mnist/items.npz   images uint8 (70000, 28, 28), labels int64 (70000,), official_test
+                       bool (70000,): Fashion-MNIST from Debian's dataset-fashion-mnist (optional)
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import numpy as np
 DATA_DIR_ENV = "FRAMEWORK_DATA_DIR"
 MNIST_FILE = Path("mnist") / "digits.npz"
 FSDD_FILE = Path("fsdd") / "mfcc.npz"
+FASHION_FILE = Path("fashion_mnist") / "items.npz"
+FASHION_APT = "apt-get update && apt-get install -y dataset-fashion-mnist"
+"""How to get Fashion-MNIST here (as root); ``framework.data.prepare`` then caches it."""
 N_MFCC = 13
 
 PathLike = str | os.PathLike[str]
@@ -63,6 +68,32 @@ def load_mnist_digits(data_dir: PathLike | None = None) -> tuple[np.ndarray, np.
     if labels.dtype != np.int64 or labels.shape != (images.shape[0],):
         raise ValueError(f"{path}: labels must be int64 ({images.shape[0]},), got {labels.dtype} {labels.shape}")
     return images, labels
+
+
+def _check_images(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise ValueError(f"{path}: images must be uint8 (N, 28, 28), got {images.dtype} {images.shape}")
+    if labels.dtype != np.int64 or labels.shape != (images.shape[0],):
+        raise ValueError(f"{path}: labels must be int64 ({images.shape[0]},), got {labels.dtype} {labels.shape}")
+
+
+def load_fashion_mnist(data_dir: PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Load Fashion-MNIST (train then test items): ``images`` uint8 (N, 28, 28), ``labels`` int64 (N,).
+
+    It is optional data: without the cached file the error says how to get it (Debian's
+    ``dataset-fashion-mnist``, then ``python -m framework.data.prepare``).
+    """
+    try:
+        path = _resolve(data_dir, FASHION_FILE)
+    except FileNotFoundError as error:
+        where = str(error).split(":", 1)[0]
+        raise FileNotFoundError(
+            f"Fashion-MNIST is not cached ({where}): install it with '{FASHION_APT}' (as root), "
+            "then run 'python -m framework.data.prepare'"
+        ) from None
+    arrays = _read_npz(path, ("images", "labels"))
+    _check_images(path, arrays["images"], arrays["labels"])
+    return arrays["images"], arrays["labels"]
 
 
 def load_fsdd_mfcc(data_dir: PathLike | None = None) -> tuple[list[np.ndarray], np.ndarray]:

@@ -1,6 +1,7 @@
-"""Multimodal models, encoders and fusion modules (chosen by Hydra ``_target_``)."""
+"""Multimodal and multi-task models, encoders and fusion modules (chosen by Hydra ``_target_``)."""
 
-from .base import MULTIMODAL, MultimodalModel
+from .base import MEAN, MULTIMODAL, MultimodalModel
 from .late_fusion import LateFusionModel
+from .multitask import MultitaskModel
 
-__all__ = ["MULTIMODAL", "LateFusionModel", "MultimodalModel"]
+__all__ = ["MEAN", "MULTIMODAL", "LateFusionModel", "MultimodalModel", "MultitaskModel"]

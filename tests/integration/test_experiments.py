@@ -30,16 +30,27 @@ PRESETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "kinetics_sounds_resnet18": ("kinetics_sounds", SMALL_RESNET),
     "modelnet40_resnet18": ("modelnet40_views", SMALL_RESNET),
 }
+# multi-task presets (one input, one head per task; tasks left and right), the same way
+MULTITASK_PRESETS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "multi_fashion_lenet": ("multi_fashion", ()),
+    "multi_fashion_mnist_lenet": ("multi_fashion_mnist", ()),
+    "multi_mnist_lenet": ("multi_mnist", ()),
+    "multi_mnist_resnet18": ("multi_mnist", ("model.trunk.width=8",)),
+}
 
 
 def test_every_preset_has_a_fast_mode_run():
     presets = {p.stem for p in (CONF / "experiment").glob("*.yaml")} - {"smoke"}
-    assert presets == set(PRESETS), "add the new preset (and its fixture) to PRESETS"
+    assert presets == set(PRESETS) | set(MULTITASK_PRESETS), "add the new preset (and its fixture) to PRESETS"
+
+
+def _finished_runs(uri: str) -> list:
+    client = MlflowClient(uri)
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
 
 
 def _finished_run(uri: str):
-    client = MlflowClient(uri)
-    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    (run,) = _finished_runs(uri)
     return run
 
 
@@ -56,6 +67,44 @@ def test_preset_runs_one_step_on_its_fixture(preset, compose_cfg, tracking_uri, 
     assert "multimodal" in heads and len(heads) == 3
     assert all(0.0 <= results[f"best/test/acc/{h}"] <= 1.0 for h in heads)
     assert any(k.startswith("grad/") and "/cos/" in k for k in run.data.metrics)
+
+
+@pytest.mark.parametrize("preset", sorted(MULTITASK_PRESETS))
+def test_multitask_preset_runs_one_step_on_its_fixture(preset, compose_cfg, tracking_uri, tmp_path, writers):
+    dataset, sizes = MULTITASK_PRESETS[preset]
+    cfg = compose_cfg(f"experiment={preset}", *FAST, *sizes, *writers.dataset(dataset, tmp_path / "data"))
+    assert cfg.objective == "best/val/acc/mean" and cfg.trainer.batch_size == 256
+    results = train(cfg)
+    run = _finished_run(tracking_uri)
+    assert run.info.status == "FINISHED"
+    heads = [k.split("/")[-1] for k in results if k.startswith("best/test/acc/")]
+    assert sorted(heads) == ["left", "mean", "right"]
+    assert all(0.0 <= results[f"best/test/acc/{h}"] <= 1.0 for h in heads) and "best/val/acc/mean" in results
+    assert {"test/acc/left", "test/acc/right", "train/loss/left", "train/loss/right"} <= run.data.metrics.keys()
+    assert "grad/trunk/cos/left.right" in run.data.metrics  # the trunk is one group, reached by both tasks
+
+
+def test_multitask_runs_report_accuracy_per_task_and_the_mean(compose_cfg, tracking_uri, tmp_path, writers):
+    """Two integrators on Multi-MNIST (a third task, stage groups), then analysis.report: a column per
+    task and one for the mean, no multimodal column, no run left out."""
+    from analysis.report import main as report
+
+    data = writers.dataset("multi_mnist", tmp_path / "data")
+    for integrator in ("sum", "mmpareto"):
+        cfg = compose_cfg("experiment=multi_mnist_lenet", f"integrator={integrator}", "dataset.third_task=same",
+                          "model.group_by=stage", f"checkpoint.dir={tmp_path}/ckpt/{integrator}",
+                          *FAST, *data)  # fmt: skip
+        results = train(cfg)
+        assert {"best/test/acc/same", "best/test/acc/mean"} <= results.keys()
+    metrics = _finished_runs(tracking_uri)[0].data.metrics
+    assert {"grad/trunk.conv1/cos/left.right", "grad/trunk.fc/cos/right.same"} <= metrics.keys()
+    out = tmp_path / "report"
+    argv = ["--experiment", "multi_mnist_lenet", "--out", str(out), "--tracking-uri", tracking_uri, "--no-summary-run"]
+    assert report(argv) == 0
+    table = (out / "accuracy.md").read_text()
+    assert all(f"{h} (best val)" in table for h in ("left", "right", "same", "Mean")) and "Multimodal" not in table
+    assert "multi_mnist" in table and "| sum |" in table and "| mmpareto |" in table
+    assert "- left out: 0 " in (out / "report.md").read_text()
 
 
 @pytest.mark.parametrize("integrator", sorted(INTEGRATORS))
