@@ -1,9 +1,16 @@
-"""Shared fixtures: an isolated MLflow store and Hydra config composition."""
+"""Shared fixtures: an isolated MLflow store, Hydra config composition, and the dataset writers.
+
+Tests are imported with ``--import-mode=importlib``, so ``tests/`` is not importable as a package;
+``tests/fixtures/writers.py`` is loaded from its path, once per session, as the ``writers`` fixture.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -46,3 +53,18 @@ def real_data_available() -> bool:
 
 
 needs_mnist = pytest.mark.skipif(not real_data_available(), reason="run 'python -m framework.data.prepare' first")
+
+
+WRITERS = Path(__file__).resolve().parent / "fixtures" / "writers.py"
+
+
+@pytest.fixture(scope="session")
+def writers() -> ModuleType:
+    name = "mmgrad_tests_fixtures_writers"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, WRITERS)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
