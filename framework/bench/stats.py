@@ -54,10 +54,11 @@ def stats_runner(setup: Setup) -> Runner:
     probe: dict[str, Any] = {"ms": [], "peak": 0.0}
     flush = tracker.flush
 
-    def timed_flush() -> None:  # sending the buffered metrics is measured and amortised per step
+    def timed_flush(force: bool = False) -> bool:  # sending the buffered metrics is measured and amortised per step
         start = time.perf_counter()
-        flush()
+        done = flush(force=force)
         sent["ms"] += (time.perf_counter() - start) * 1e3
+        return done
 
     tracker.flush = timed_flush  # type: ignore[method-assign]
 
