@@ -41,6 +41,9 @@ TARGET_GROUPS = ("dataset", "model", "loss", "optimizer", "scheduler")
 DATA_FILES = {
     "framework.data.cgmnist.cgmnist_splits": ("mnist/digits.npz",),
     "framework.data.avmnist.avmnist_splits": ("mnist/digits.npz", "fsdd/mfcc.npz"),
+    "framework.data.multitask.multi_mnist_splits": ("mnist/digits.npz",),
+    "framework.data.multitask.multi_fashion_splits": ("fashion_mnist/items.npz",),
+    "framework.data.multitask.multi_fashion_mnist_splits": ("mnist/digits.npz", "fashion_mnist/items.npz"),
 }
 
 

@@ -22,7 +22,8 @@ from framework.training.trainer import Trainer
 ROOT = Path(__file__).resolve().parents[2]
 STEPS_PER_EPOCH = 8  # smoke: 512 samples / 64 per batch
 # every stateful part is exercised: momentum (SGD), a cosine schedule, the integrator's own RNG
-# (pcgrad), the shuffle generator, the probe's noise statistics across the resume boundary
+# (pcgrad), a torchjd adapter's state (gradvac: the EMA of the target cosines, one copy per
+# parameter group, and its private RNG), the shuffle generator, the probe's noise statistics
 OVERRIDES = ("experiment=smoke", "trainer.epochs=4", "trainer.statistics.noise_every=5")
 
 
@@ -44,7 +45,7 @@ def interrupt_at_step(monkeypatch: pytest.MonkeyPatch, step: int, exception: typ
     monkeypatch.setattr(Trainer, "train_step", train_step)
 
 
-@pytest.mark.parametrize("integrator", ["mmpareto", "pcgrad"])
+@pytest.mark.parametrize("integrator", ["mmpareto", "pcgrad", "gradvac"])
 def test_interrupted_then_resumed_run_ends_exactly_like_an_uninterrupted_one(
     compose_cfg, tracking_uri, tmp_path, monkeypatch, integrator
 ):
