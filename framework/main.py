@@ -61,13 +61,15 @@ def run_label(cfg: DictConfig) -> str:
         if integrator != "sum":
             label += f"+{integrator}"
         loss = ONE_JOINT if joint else "multitask"
-        return label if loss == method.native_loss or (loss == "multitask" and method.needs_multitask_loss) else f"{label}+{loss}"
+        own = loss == method.native_loss or (loss == "multitask" and method.needs_multitask_loss)
+        return label if own else f"{label}+{loss}"
     return ONE_JOINT if joint else integrator
 
 
 def run_spec(cfg: DictConfig, label: str) -> RunSpec:
     method = str((cfg.get("method") or {}).get("name", "none"))
-    tags = {"integrator": str(cfg.integrator.name), "method": method, "label": label, "seed": str(cfg.seed), **cfg.tracking.tags}
+    tags = {"integrator": str(cfg.integrator.name), "method": method, "label": label, "seed": str(cfg.seed)}
+    tags.update(cfg.tracking.tags)
     return RunSpec(cfg.tracking.experiment, f"{label}-seed{cfg.seed}", cfg.tracking.uri, tags)
 
 

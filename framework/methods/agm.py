@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import itertools
 import math
 from typing import Any
@@ -111,7 +112,11 @@ class AGM(Method):
         super().__init__()
         if pad not in PADS:
             raise MethodError(f"method.pad={pad!r}: valid values: {' | '.join(PADS)}")
-        self.alpha, self.modulation_starts, self.modulation_ends = float(alpha), int(modulation_starts), int(modulation_ends)
+        self.alpha, self.modulation_starts, self.modulation_ends = (
+            float(alpha),
+            int(modulation_starts),
+            int(modulation_ends),
+        )
         self.pad, self.clip = pad, bool(clip)
         self.running: dict[str, float] = {}
         self.iteration = 0
@@ -142,14 +147,14 @@ class AGM(Method):
                 self._decisions[names.coefficient(group)] = self.scales[m]
         head = getattr(view.model, "fusion_head", None)
         weight = getattr(head, "weight", None)
-        if self.clip and weight is not None and weight.grad is not None:
-            if float(weight.grad.max()) > 1.0 or float(weight.grad.min()) < -1.0:
-                nn.utils.clip_grad_norm_([p for p in view.model.parameters() if p.grad is not None], max_norm=1.0)
+        grad = weight.grad if self.clip and weight is not None else None
+        if grad is not None and (float(grad.max()) > 1.0 or float(grad.min()) < -1.0):
+            nn.utils.clip_grad_norm_([p for p in view.model.parameters() if p.grad is not None], max_norm=1.0)
 
     def state_dict(self) -> dict[str, Any]:
         return {"running": dict(self.running), "iteration": self.iteration, "scales": dict(self.scales)}
 
-    def load_state_dict(self, state) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.running = dict(state.get("running", {}))
         self.iteration = int(state.get("iteration", 0))
         self.scales = dict(state.get("scales", {}))

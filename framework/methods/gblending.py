@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
@@ -85,6 +86,6 @@ class GBlending(Method):
     def state_dict(self) -> dict[str, Any]:
         return {"weights": dict(self.weights), "measured": self.measured}
 
-    def load_state_dict(self, state) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state:
             self.weights, self.measured = dict(state["weights"]), state["measured"]

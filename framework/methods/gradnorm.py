@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -80,7 +81,9 @@ class GradNorm(Method):
         self.optimizer.step()
         with torch.no_grad():
             self.weights.mul_(len(self.names) / self.weights.sum())
-        self._decisions = {names.method_decision(names.LOSS_WEIGHT, n): float(w) for n, w in zip(self.names, current, strict=True)}
+        self._decisions = {
+            names.method_decision(names.LOSS_WEIGHT, n): float(w) for n, w in zip(self.names, current, strict=True)
+        }
         return {n: current[i] * losses[n] for i, n in enumerate(self.names)}
 
     def state_dict(self) -> dict[str, Any]:
@@ -89,7 +92,7 @@ class GradNorm(Method):
         return {"weights": self.weights.detach().cpu(), "initial": None if self.initial is None else self.initial.cpu(),
                 "optimizer": self.optimizer.state_dict() if self.optimizer else None}  # fmt: skip
 
-    def load_state_dict(self, state) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state:
             self._pending = dict(state)
             self.weights = None

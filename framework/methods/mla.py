@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import metric_names as names
-from ..models.base import MULTIMODAL
+from ..models.base import MULTIMODAL, MultimodalModel
 from .base import Method, MethodError, StepView, in_window
 from .registry import register
 
@@ -79,7 +80,7 @@ class MLA(Method):
         self.projector: GradientProjector | None = None
         self.head: nn.Linear | None = None
 
-    def prepare(self, model, seed: int = 0):
+    def prepare(self, model: MultimodalModel, seed: int = 0) -> MultimodalModel:
         model = super().prepare(model, seed)
         heads = getattr(model, "unimodal_heads", None)
         if not isinstance(heads, nn.ModuleDict) or not all(isinstance(h, nn.Linear) for h in heads.values()):
@@ -107,7 +108,9 @@ class MLA(Method):
     def after_backward(self, view: StepView) -> None:
         if view.phase is None or self.projector is None or self.head is None:
             return
-        self.projector.before_update(self.head.weight, view.features[view.phase].detach(), view.index, view.steps_per_epoch)
+        self.projector.before_update(
+            self.head.weight, view.features[view.phase].detach(), view.index, view.steps_per_epoch
+        )
         self._decisions = {names.method_decision("projector_updates", "head"): float(self.projector.count)}
 
     def predict(self, logits: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -118,6 +121,6 @@ class MLA(Method):
             return {}
         return {"P": self.projector.P.cpu(), "count": self.projector.count}
 
-    def load_state_dict(self, state) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state and self.projector is not None:
             self.projector.P, self.projector.count = state["P"], int(state["count"])

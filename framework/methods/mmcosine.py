@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import metric_names as names
+from ..models.base import MultimodalModel
 from ..models.fusion import ConcatFusion
 from .base import Method, MethodError, StepView
 from .registry import register
@@ -26,7 +27,10 @@ class CosineFusionHead(nn.Module):
         out, start = 0, 0
         self.last = {}
         for m, d in self.dims.items():
-            block = F.normalize(fused[:, start : start + d], dim=1) @ F.normalize(self.weight[:, start : start + d], dim=1).T
+            block = (
+                F.normalize(fused[:, start : start + d], dim=1)
+                @ F.normalize(self.weight[:, start : start + d], dim=1).T
+            )
             self.last[m] = block * self.scaling
             out = out + self.last[m]
             start += d
@@ -56,7 +60,7 @@ class MMCosine(Method):
         self.scaling = float(scaling)
         self.head: CosineFusionHead | None = None
 
-    def prepare(self, model, seed: int = 0):
+    def prepare(self, model: MultimodalModel, seed: int = 0) -> MultimodalModel:
         model = super().prepare(model, seed)
         fusion, head = getattr(model, "fusion", None), getattr(model, "fusion_head", None)
         if not isinstance(fusion, ConcatFusion) or not isinstance(head, nn.Linear):
@@ -73,6 +77,7 @@ class MMCosine(Method):
         if self.head is not None and self.head.last:
             target = view.labels.view(-1, 1)
             self._decisions = {
-                names.method_decision("logit", m): float(out.detach().gather(1, target).mean()) for m, out in self.head.last.items()
+                names.method_decision("logit", m): float(out.detach().gather(1, target).mean())
+                for m, out in self.head.last.items()
             }
         return view.logits

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from torch import Tensor
 import math
 
 import torch
 
 from .. import metric_names as names
+from ..models.base import MultimodalModel
 from .base import Method, MethodError, StepView, in_window, label_probability, modality_logits, modality_of_group
 from .registry import register
 
@@ -65,11 +67,15 @@ class OGMGE(Method):
             raise MethodError(f"method.scope={scope!r}: valid values: {' | '.join(SCOPES)}")
         if not alpha >= 0:
             raise MethodError(f"method.alpha={alpha}: must be >= 0")
-        self.alpha, self.modulation_starts, self.modulation_ends = float(alpha), int(modulation_starts), int(modulation_ends)
+        self.alpha, self.modulation_starts, self.modulation_ends = (
+            float(alpha),
+            int(modulation_starts),
+            int(modulation_ends),
+        )
         self.ge, self.scope = bool(ge), scope
         self.coefficients: dict[str, float] = {}
 
-    def prepare(self, model, seed: int = 0):
+    def prepare(self, model: MultimodalModel, seed: int = 0) -> MultimodalModel:
         model = super().prepare(model, seed)
         groups = model.parameter_groups()
         for m in model.modalities:
@@ -83,7 +89,7 @@ class OGMGE(Method):
                 )
         return model
 
-    def training_logits(self, view: StepView):
+    def training_logits(self, view: StepView) -> dict[str, Tensor]:
         with torch.no_grad():
             shares = modality_logits(view.model, {m: f.detach() for m, f in view.features.items()})
             scores = {m: float(label_probability(out, view.labels).sum()) for m, out in shares.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -84,7 +85,9 @@ class PMR(Method):
         model.eval()
         sums: dict[str, Tensor] = {}
         counts = torch.zeros(classes, device=trainer.device)
-        for index, (inputs, labels) in enumerate(iterate_batches(dataset, trainer.settings.batch_size, True, self.generator)):
+        for index, (inputs, labels) in enumerate(
+            iterate_batches(dataset, trainer.settings.batch_size, True, self.generator)
+        ):
             if index >= limit:
                 break
             inputs = {m: t.to(trainer.device) for m, t in inputs.items()}
@@ -100,7 +103,10 @@ class PMR(Method):
     def on_epoch_start(self, trainer: Trainer) -> None:
         new = self.compute_prototypes(trainer)
         if trainer.state.epoch >= 2 and self.prototypes:
-            new = {m: (1 - self.momentum_coef) * p + self.momentum_coef * self.prototypes[m].to(p.device) for m, p in new.items()}
+            new = {
+                m: (1 - self.momentum_coef) * p + self.momentum_coef * self.prototypes[m].to(p.device)
+                for m, p in new.items()
+            }
         self.prototypes = new
 
     def losses(self, view: StepView, losses: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -110,7 +116,9 @@ class PMR(Method):
         scores = {m: float(label_probability(s.detach(), view.labels).sum()) for m, s in sims.items()}
         first, second = list(scores)[:2]
         self._decisions = {names.method_decision(names.RATIO, first): scores[first] / max(scores[second], 1e-12)}
-        self._decisions.update({names.method_decision(names.SCORE, m): s / view.labels.shape[0] for m, s in scores.items()})
+        self._decisions.update(
+            {names.method_decision(names.SCORE, m): s / view.labels.shape[0] for m, s in scores.items()}
+        )
         total = losses[MULTIMODAL]
         coefficients = dict.fromkeys(scores, 0.0)
         if in_window(view.epoch, self.modulation_starts, self.modulation_ends):
@@ -122,14 +130,16 @@ class PMR(Method):
             dominant = max(scores, key=scores.__getitem__)
             p = F.softmax(sims[dominant], dim=1)
             total = total - self.entropy_weight * -(p * torch.log(p.clamp_min(1e-12))).sum(1).mean()
-        self._decisions.update({names.method_decision(names.LOSS_WEIGHT, f"prototype_{m}"): c for m, c in coefficients.items()})
+        self._decisions.update(
+            {names.method_decision(names.LOSS_WEIGHT, f"prototype_{m}"): c for m, c in coefficients.items()}
+        )
         return {**losses, MULTIMODAL: total}
 
     def state_dict(self) -> dict[str, Any]:
         return {"prototypes": {m: p.cpu() for m, p in self.prototypes.items()},
                 "generator": self.generator.get_state(), "seeded": self._seeded}  # fmt: skip
 
-    def load_state_dict(self, state) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if not state:
             return
         device = next(iter(self.prototypes.values())).device if self.prototypes else None

@@ -56,11 +56,17 @@ def test_method_runs_on_the_paper_presets(method, preset, dataset, compose_cfg, 
 
 
 def cfg_modalities(run) -> list[str]:
-    return [k.split("/")[-1] for k in run.data.metrics if k.startswith("best/test/acc/") and not k.endswith("multimodal")]
+    return [
+        k.split("/")[-1] for k in run.data.metrics if k.startswith("best/test/acc/") and not k.endswith("multimodal")
+    ]
 
 
 def test_ogm_ge_with_the_multitask_loss_and_mmpareto(compose_cfg, tracking_uri):
-    train(compose_cfg("experiment=smoke", "method=ogm_ge", "method.scope=all", "loss=multitask", "integrator=mmpareto", *FAST))
+    train(
+        compose_cfg(
+            "experiment=smoke", "method=ogm_ge", "method.scope=all", "loss=multitask", "integrator=mmpareto", *FAST
+        )
+    )
     run = _run(tracking_uri)
     assert run.info.run_name == "ogm_ge(scope=all)+mmpareto+multitask-seed0"
     # the integrator's statistics and the method's coefficient, side by side
@@ -88,7 +94,11 @@ def test_combinations_that_make_no_sense_are_one_line_errors(overrides, message,
 
 def test_model_that_a_method_cannot_use_is_a_one_line_error(compose_cfg, tracking_uri):
     with pytest.raises(ValueError, match="model/fusion=concat") as error:
-        train(compose_cfg("experiment=smoke", "method=mmcosine", "model.fusion._target_=framework.models.fusion.SumFusion", *FAST))
+        train(
+            compose_cfg(
+                "experiment=smoke", "method=mmcosine", "model.fusion._target_=framework.models.fusion.SumFusion", *FAST
+            )
+        )
     assert "\n" not in str(error.value)
 
 
@@ -99,7 +109,13 @@ def histories(client: MlflowClient, run_id: str) -> dict[str, list[tuple[int, fl
 
 @pytest.mark.parametrize(
     "overrides",
-    [("method=pmr",), ("method=gblending", "method.super_epoch=1"), ("method=mla",), ("method=agm",), ("method=gradnorm",)],
+    [
+        ("method=pmr",),
+        ("method=gblending", "method.super_epoch=1"),
+        ("method=mla",),
+        ("method=agm",),
+        ("method=gradnorm",),
+    ],
     ids=["pmr", "gblending", "mla", "agm", "gradnorm"],
 )
 def test_interrupted_then_resumed_run_ends_exactly_like_an_uninterrupted_one(

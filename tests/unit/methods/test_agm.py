@@ -20,7 +20,10 @@ def test_coefficients_from_known_scores():
     ratio_a, ratio_v = math.exp((1.0 - 0.5) * 2), math.exp((1.0 - 1.5) * 2)
     opt_a, opt_v = math.exp((1.0 - 0.8) * 2), math.exp((1.0 - 1.2) * 2)
     got = agm_coefficients(scores, running, alpha=2.0)
-    assert got == {"a": pytest.approx(math.exp(2.0 * (opt_a - ratio_a))), "v": pytest.approx(math.exp(2.0 * (opt_v - ratio_v)))}
+    assert got == {
+        "a": pytest.approx(math.exp(2.0 * (opt_a - ratio_a))),
+        "v": pytest.approx(math.exp(2.0 * (opt_v - ratio_v))),
+    }
 
 
 def test_two_modality_responses_are_the_codes_shapley_halves():
@@ -28,7 +31,11 @@ def test_two_modality_responses_are_the_codes_shapley_halves():
     inputs, _ = H.batch(splits)
     f = model.encode(inputs)
     head = lambda a, b: model.fusion_head(torch.cat([a, b], 1))  # noqa: E731
-    total, pad_b, pad_a = head(f["a"], f["b"]), head(f["a"], torch.zeros_like(f["b"])), head(torch.zeros_like(f["a"]), f["b"])
+    total, pad_b, pad_a = (
+        head(f["a"], f["b"]),
+        head(f["a"], torch.zeros_like(f["b"])),
+        head(torch.zeros_like(f["a"]), f["b"]),
+    )
     got = mono_modal_responses(model, f)
     assert_close(got["a"], 0.5 * (total - pad_a + pad_b))
     assert_close(got["b"], 0.5 * (total - pad_b + pad_a))
@@ -46,7 +53,9 @@ def test_the_step_scales_each_encoder_gradient_by_its_coefficient():
         resp = {"a": f["a"] @ W[:, :8].T + b / 2, "b": f["b"] @ W[:, 8:].T + b / 2}
         score = {m: float(F.cross_entropy(r, labels)) for m, r in resp.items()}
     mean = (score["a"] + score["b"]) / 2
-    expected = {m: math.exp(1.0 * (1.0 - math.exp(2 * (mean - s)))) for m, s in score.items()}  # running scores start at 0
+    expected = {
+        m: math.exp(1.0 * (1.0 - math.exp(2 * (mean - s)))) for m, s in score.items()
+    }  # running scores start at 0
     (got,) = H.step_gradients(H.make_trainer(method, model, splits, detach=True), inputs, labels)
     (plain,) = H.step_gradients(H.make_trainer(None, plain_model, splits, detach=True), inputs, labels)
     assert method.scales == pytest.approx(expected, rel=1e-5)

@@ -86,7 +86,7 @@ def trainer_steps(splits) -> int:
 
 
 def test_prediction_is_the_entropy_gated_sum_and_state_survives_a_checkpoint():
-    model, splits = H.make_model(modalities=SAME_SIZE)
+    model, _splits = H.make_model(modalities=SAME_SIZE)
     method = get_method("mla")
     method.prepare(model)
     logits = {"multimodal": torch.zeros(2, 3), "a": torch.randn(2, 3), "b": torch.randn(2, 3)}

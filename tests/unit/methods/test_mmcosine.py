@@ -23,7 +23,9 @@ def test_logits_are_the_scaled_sum_of_per_modality_cosines():
     f = model.encode(inputs)
     expected = 0
     for m, s in (("a", slice(0, 8)), ("b", slice(8, 16))):
-        cos = torch.stack([torch.stack([torch.dot(x, w) / (x.norm().clamp_min(1e-12) * w.norm()) for w in W[:, s]]) for x in f[m]])  # F.normalize: eps 1e-12
+        cos = torch.stack(
+            [torch.stack([torch.dot(x, w) / (x.norm().clamp_min(1e-12) * w.norm()) for w in W[:, s]]) for x in f[m]]
+        )  # F.normalize: eps 1e-12
         expected = expected + 7.0 * cos
     assert_close(model(inputs)["multimodal"], expected, rtol=1e-5, atol=1e-5)
 
@@ -36,8 +38,10 @@ def test_the_step_is_the_gradient_of_the_cosine_logits_loss():
     twin = H.twin(trainer.model)
     f = twin.encode(inputs)
     W = twin.fusion_head.weight  # each modality's block, each class row normalised on its own
-    logits = 10.0 * (F.normalize(f["a"], dim=1) @ F.normalize(W[:, :8], dim=1).T
-                     + F.normalize(f["b"], dim=1) @ F.normalize(W[:, 8:], dim=1).T)
+    logits = 10.0 * (
+        F.normalize(f["a"], dim=1) @ F.normalize(W[:, :8], dim=1).T
+        + F.normalize(f["b"], dim=1) @ F.normalize(W[:, 8:], dim=1).T
+    )
     names = [n for n, _ in twin.named_parameters()]
     grads = torch.autograd.grad(F.cross_entropy(logits, labels), list(twin.parameters()), allow_unused=True)
     expected = {n: g for n, g in zip(names, grads, strict=True) if g is not None}

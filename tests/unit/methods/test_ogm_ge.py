@@ -90,6 +90,6 @@ def test_outside_the_window_nothing_is_modulated():
 
 def test_conv_scope_on_mlp_encoders_is_a_one_line_error():
     model, _ = H.make_model()
-    with pytest.raises(MethodError, match="method.scope=all") as error:
+    with pytest.raises(MethodError, match=r"method\.scope=all") as error:
         get_method("ogm_ge").prepare(model)
     assert "\n" not in str(error.value)

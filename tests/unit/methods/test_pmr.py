@@ -37,14 +37,16 @@ def test_loss_from_hand_set_prototypes_and_the_modulated_step():
     f = plain_model.encode(inputs)
     sims, scores = {}, {}
     for m in ("a", "b"):
-        d = torch.stack([torch.stack([torch.sqrt(torch.dot(x - c, x - c)) for c in method.prototypes[m]]) for x in f[m]])
+        d = torch.stack(
+            [torch.stack([torch.sqrt(torch.dot(x - c, x - c)) for c in method.prototypes[m]]) for x in f[m]]
+        )
         sims[m] = -d
         scores[m] = float(F.softmax(-d.detach(), dim=1)[torch.arange(32), labels].sum())
     weak = "a" if scores["a"] < scores["b"] else "b"
     logits = plain_model.classify(f, detach_unimodal=True)
     total = F.cross_entropy(logits["multimodal"], labels) + 0.5 * F.cross_entropy(sims[weak], labels)
-    expected = dict(zip([n for n, _ in plain_model.named_parameters()],
-                        torch.autograd.grad(total, list(plain_model.parameters()), allow_unused=True), strict=True))  # fmt: skip
+    grads = torch.autograd.grad(total, list(plain_model.parameters()), allow_unused=True)
+    expected = dict(zip([n for n, _ in plain_model.named_parameters()], grads, strict=True))
     (got,) = H.step_gradients(trainer, inputs, labels)
     for m in ("a", "b"):
         for name in H.encoder_names(model, m):
