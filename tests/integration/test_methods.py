@@ -148,3 +148,47 @@ def test_interrupted_then_resumed_run_ends_exactly_like_an_uninterrupted_one(
     for key in want:
         assert got[key] == want[key], key
     assert any(k.startswith("grad/method/") or k.endswith("/coeff") for k in want)
+
+
+def test_imbalance_sweep_covers_every_method_and_each_choice_composes_and_validates(tracking_uri):
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from framework.main import run_label
+    from framework.validation import validate
+
+    root = Path(__file__).resolve().parents[2]
+    params = OmegaConf.load(root / "sweeps" / "imbalance.yaml").hydra.sweeper.params
+    choices = params.method.split(",")
+    assert params.seed.split(",") == ["0", "1", "2"]
+    labels = []
+    for choice in choices:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(root / "sweeps")):
+            cfg = compose("imbalance", overrides=[f"hydra.searchpath=[file://{root / 'conf'}]", f"method={choice}"])
+        validate(cfg)
+        labels.append(run_label(cfg))
+        assert cfg.tracking.tags.sweep == "imbalance"
+    GlobalHydra.instance().clear()
+    assert len(set(labels)) == len(labels) == 14
+    expected = {"one_joint", "sum", "sum(scale=1.5)", "mgda", "mmpareto", "mmpareto(gamma=1.0)"}
+    assert expected <= set(labels)
+    assert {label.split("(")[0] for label in labels} >= set(METHOD_NAMES)
+
+
+def test_report_tabulates_what_the_methods_decided(compose_cfg, tracking_uri, tmp_path):
+    from analysis.report import main as report
+
+    for method in ("agm", "gblending"):
+        cfg = compose_cfg("experiment=smoke", f"method={method}", f"checkpoint.dir={tmp_path}/ckpt/{method}", *FAST)
+        train(cfg)
+    out = tmp_path / "report"
+    argv = ["--experiment", "smoke", "--out", str(out), "--tracking-uri", tracking_uri, "--no-summary-run"]
+    assert report(argv) == 0
+    table = (out / "decisions.md").read_text()
+    assert "encoder.strong/coeff" in table and "method/loss_weight/multimodal" in table
+    assert "| agm |" in table and "| gblending |" in table
+    assert "What the imbalance methods decided" in (out / "report.md").read_text()
