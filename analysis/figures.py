@@ -19,18 +19,18 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import NullFormatter  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.ticker import NullFormatter
+import numpy as np
+import pandas as pd
 
-from framework import metric_names  # noqa: E402
-from framework.metric_names import MULTIMODAL  # noqa: E402
+from framework import metric_names
+from framework.metric_names import MULTIMODAL
 
-from .grouping import RunSet  # noqa: E402
-from .loading import Histories  # noqa: E402
-from .records import RunRecord  # noqa: E402
-from .tables import Table  # noqa: E402
+from .grouping import RunSet
+from .loading import Histories
+from .records import RunRecord
+from .tables import Table
 
 
 def colors(runset: RunSet, dataset: str) -> dict[tuple[str, ...], tuple]:

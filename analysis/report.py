@@ -8,6 +8,8 @@ Reads the runs of the experiments from MLflow (``$MLFLOW_TRACKING_URI``, else th
 - ``conflicts.{md,tex,csv}``: conflict rate per encoder, early / late / overall
 - ``gradient_noise.{md,tex,csv}``: per-batch gradient norm, its spread, covariance trace
   (both: one table per model when the runs' models have different parameter groups)
+- ``decisions.{md,tex,csv}``: what the imbalance methods decided (coefficients, loss weights,
+  ratios), mean over the logged steps, mean ± std over seeds
 - ``claims.md``, ``claims.json``: the paper's claims checked against the runs
 - ``<dataset>_{cosine,grad_norm_hist,accuracy_bars,conflict_rate,cov_trace}.png``
 - ``runs.csv``: every run read, counted or not, with the reason; ``report.md``: all of it
@@ -39,7 +41,7 @@ from . import figures
 from .claims import claim_checks
 from .grouping import RunSet
 from .loading import SUMMARY_TAG, Filter, Histories, load_runs
-from .tables import Table, accuracy_table, conflict_table, noise_table, tables_per_block, write_tables
+from .tables import Table, accuracy_table, conflict_table, decisions_table, noise_table, tables_per_block, write_tables
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Report:
     accuracy: list[Table]
     conflicts: list[Table]
     noise: list[Table]
+    decisions: list[Table]
     claims_md: str
     claims: list
     figures: dict[str, list[Path]] = field(default_factory=dict)
@@ -66,6 +69,7 @@ class Report:
         accuracy = "\n\n".join(f"**{t.title}**\n\n{t.markdown()}" for t in self.accuracy) or "_no finished runs_"
         conflicts = "\n\n".join(f"**{t.title}**\n\n{t.markdown()}" for t in self.conflicts if not t.frame.empty)
         noise = "\n\n".join(f"**{t.title}**\n\n{t.markdown()}" for t in self.noise if not t.frame.empty)
+        decisions = "\n\n".join(f"**{t.title}**\n\n{t.markdown()}" for t in self.decisions if not t.frame.empty)
         figs = []
         for dataset, paths in self.figures.items():
             figs.append(f"**{dataset}**\n")
@@ -77,6 +81,7 @@ class Report:
             "claims": re.sub(r"^(#+) ", r"#\1 ", self.claims_md.strip(), flags=re.M),  # under the doc's own H2
             "conflicts": conflicts or "_no conflict statistics logged_",
             "noise": noise or "_no gradient-norm statistics logged_",
+            "decisions": decisions or "_no imbalance method in these runs_",
             "figures": "\n".join(figs).strip() or "_no figures_",
             "excluded": self.excluded_markdown(),
         }
@@ -111,6 +116,7 @@ class Report:
                 self.claims_md.strip(),
                 "## Conflict rate, early and late\n\n" + s["conflicts"],
                 "## Gradient size and noise\n\n" + s["noise"],
+                "## What the imbalance methods decided\n\n" + s["decisions"],
                 "## Figures\n\n" + s["figures"],
                 "## Runs left out (FAILED, KILLED, unfinished, superseded)\n\n" + s["excluded"],
             ]
@@ -124,10 +130,11 @@ def build_report(client: MlflowClient, experiments: list[str], out: Path, filter
     accuracy = [accuracy_table(runset, d) for d in runset.datasets]
     conflicts = [t for d in runset.datasets for t in tables_per_block(conflict_table, runset, histories, d)]
     noise = [t for d in runset.datasets for t in tables_per_block(noise_table, runset, histories, d)]
+    decisions = [decisions_table(runset, histories, d) for d in runset.datasets]
     claims_md, claims = claim_checks(runset, histories)
-    report = Report(out, runset, accuracy, conflicts, noise, claims_md, claims)
+    report = Report(out, runset, accuracy, conflicts, noise, decisions, claims_md, claims)
     files: list[Path] = []
-    for stem, tables in (("accuracy", accuracy), ("conflicts", conflicts), ("gradient_noise", noise)):
+    for stem, tables in (("accuracy", accuracy), ("conflicts", conflicts), ("gradient_noise", noise), ("decisions", decisions)):
         files += [Path(p) for p in write_tables(tables, str(out / stem)).values()]
     (out / "claims.md").write_text(claims_md)
     (out / "claims.json").write_text(json.dumps(_finite([c.to_dict() for c in claims]), indent=1))

@@ -291,6 +291,50 @@ def noise_table(
     return Table(dataset, title, frame, keys, stats, headers, best={}, digits=3, block=block)
 
 
+# ---------------------------------------------------------------------------------------------
+# What the imbalance methods decided
+
+
+def is_method_decision(key: str) -> bool:
+    """``grad/<group>/coeff`` (a method's coefficient on a group's gradient) or ``grad/method/<kind>/<name>``."""
+    prefix = metric_names.GRAD_PREFIX
+    if not key.startswith(prefix):
+        return False
+    if key.startswith(metric_names.grad(metric_names.METHOD_GROUP, "")):
+        return True
+    return key.endswith(f"/{metric_names.COEFF}")
+
+
+def decisions_table(runset: RunSet, histories: Histories, dataset: str) -> Table:
+    """Per run, the mean over its logged steps of every method decision (modulation coefficients
+    per encoder, loss weights, imbalance ratios, scores), then mean ± std over seeds. Rows without a
+    method (no such metric) are left out."""
+    keys, headers = _key_columns(runset, dataset)
+    rows = runset.rows(dataset)
+    decisions = sorted({k for runs in rows.values() for r in runs for k in r.metrics if is_method_decision(k)})
+    stats = []
+    for k in decisions:
+        stats.append(k)
+        headers[k] = k.removeprefix(metric_names.GRAD_PREFIX)
+    records = []
+    for key, runs in rows.items():
+        if not any(is_method_decision(k) for r in runs for k in r.metrics):
+            continue
+        row: dict = dict(zip(keys, key))
+        row["n"] = len(runs)
+        for k in decisions:
+            values = [_mean(histories.get(r, k)["value"]) for r in runs if k in r.metrics]
+            row[f"{k}_mean"], row[f"{k}_std"], _ = mean_std(values)
+        records.append(row)
+    frame = pd.DataFrame(records, columns=[*keys, "n", *[f"{s}_{x}" for s in stats for x in ("mean", "std")]])
+    title = (
+        f"{dataset}: what the imbalance methods decided, mean over the logged steps, mean ± std over seeds "
+        "(coeff: the factor on that encoder's gradient; method/loss_weight, ratio, score: loss weights, "
+        "imbalance ratio, per-modality scores)"
+    )
+    return Table(dataset, title, frame, keys, stats, headers, best={}, digits=3)
+
+
 def write_tables(tables: Sequence[Table], stem: str) -> dict[str, str]:
     """``<stem>.md``, ``<stem>.tex`` and ``<stem>.csv`` for tables of several datasets."""
     md = "\n\n".join(f"**{t.title}**\n\n{t.markdown()}" for t in tables)

@@ -93,6 +93,14 @@ class IntegratorSchema(Dict[str, Any]):
 
 
 @dataclass
+class MethodSchema(Dict[str, Any]):
+    """A multimodal-imbalance method (``conf/method/``): ``name`` (``none``: the integrator alone); its
+    own parameters stay open (``get_method`` checks them)."""
+
+    name: str = "none"
+
+
+@dataclass
 class TrainSchema(Dict[str, Any]):
     name: str = MISSING
     seed: int = 0
@@ -110,6 +118,7 @@ class TrainSchema(Dict[str, Any]):
     optimizer: OptimizerSchema = field(default_factory=OptimizerSchema)
     scheduler: Optional[TargetSchema] = None
     integrator: IntegratorSchema = field(default_factory=IntegratorSchema)
+    method: MethodSchema = field(default_factory=MethodSchema)
 
 
 def register() -> None:

@@ -19,6 +19,7 @@ from . import config_schema  # noqa: F401 - registers the config schema (conf/tr
 from . import metric_names as names
 from .config import build
 from .integrators import get_integrator
+from .methods import get_method
 from .tracking import Resumption, RunSpec, RunTracker, flatten, tracked_run
 from .training.checkpoint import checkpoint_to_resume, restart_count, seed_everything
 from .training.trainer import NonFiniteError, Trainer, TrainerSettings, resolve_device
@@ -39,33 +40,60 @@ ONE_JOINT = "one_joint"
 
 
 def run_label(cfg: DictConfig) -> str:
-    """``one_joint`` for the one-joint-loss baseline, else the integrator's label, e.g. ``sum(scale=1.5)``."""
-    if cfg.loss.get("detach_unimodal", False):
-        return ONE_JOINT
+    """``one_joint`` for the one-joint-loss baseline, else the integrator's label, e.g. ``sum(scale=1.5)``.
+
+    With a method (``method.name`` not ``none``): the method's label, then ``+<integrator label>``
+    unless the integrator is ``sum``, then ``+<loss>`` when the loss is not the method's own
+    (``ogm_ge``, ``ogm_ge+mmpareto+multitask``, ``pmr(alpha=2.0)``).
+    """
+    method_cfg = cfg.get("method") or {}
+    joint = bool(cfg.loss.get("detach_unimodal", False))
     try:
-        return get_integrator(**cfg.integrator).label()
+        integrator = get_integrator(**cfg.integrator).label()
     except USER_ERRORS:  # the same error is raised, and recorded in the run, when the trainer is built
-        return str(cfg.integrator.get("name", "unknown"))
+        integrator = str(cfg.integrator.get("name", "unknown"))
+    if method_cfg.get("name", "none") != "none":
+        try:
+            method = get_method(**method_cfg)
+        except USER_ERRORS:
+            return str(method_cfg.get("name"))
+        label = method.label()
+        if integrator != "sum":
+            label += f"+{integrator}"
+        loss = ONE_JOINT if joint else "multitask"
+        own = loss == method.native_loss or (loss == "multitask" and method.needs_multitask_loss)
+        return label if own else f"{label}+{loss}"
+    return ONE_JOINT if joint else integrator
 
 
 def run_spec(cfg: DictConfig, label: str) -> RunSpec:
-    tags = {"integrator": str(cfg.integrator.name), "label": label, "seed": str(cfg.seed), **cfg.tracking.tags}
+    method = str((cfg.get("method") or {}).get("name", "none"))
+    tags = {"integrator": str(cfg.integrator.name), "method": method, "label": label, "seed": str(cfg.seed)}
+    tags.update(cfg.tracking.tags)
     return RunSpec(cfg.tracking.experiment, f"{label}-seed{cfg.seed}", cfg.tracking.uri, tags)
 
 
 def build_trainer(cfg: DictConfig, tracker: RunTracker, checkpoint_path: Path) -> Trainer:
-    """Data, model, optimizer, scheduler, loss and integrator from ``cfg``, in one :class:`Trainer`."""
+    """Data, model, optimizer, scheduler, loss, integrator and method from ``cfg``, in one :class:`Trainer`.
+
+    The method prepares the model (checks it, may change its heads) before the optimizer is built."""
     trusted = list(cfg.trusted_targets)
     splits = build(cfg.dataset, trusted)
     model = build(cfg.model, trusted, spec=splits.spec)
     device = resolve_device(cfg.device)
+    loss = build(cfg.loss, trusted)
+    integrator = get_integrator(**cfg.integrator)
+    method = get_method(**OmegaConf.to_container(cfg.get("method") or {"name": "none"}, resolve=True))  # type: ignore[arg-type]
+    method.check_config(loss.detach_unimodal, integrator)
+    model = method.prepare(model, seed=int(cfg.seed))
     model.to(device)
     optimizer = build(cfg.optimizer, trusted)(params=model.parameters())
     return Trainer(
         model=model,
         splits=splits,
-        loss=build(cfg.loss, trusted),
-        integrator=get_integrator(**cfg.integrator),
+        loss=loss,
+        integrator=integrator,
+        method=method,
         optimizer=optimizer,
         scheduler=build(cfg.scheduler, trusted)(optimizer=optimizer) if cfg.scheduler else None,
         settings=TrainerSettings(**cfg.trainer),

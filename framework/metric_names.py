@@ -23,6 +23,9 @@ with these functions only, so a name is written once. ``G`` is a parameter group
     grad/G/norm_mean/i           per epoch: mean of the per-batch |g_i|
     grad/G/norm_std/i            per epoch: population std of the per-batch |g_i|
     grad/G/cov_trace/i           every N steps: trace of the per-sample gradient covariance
+    grad/G/coeff                 per step: a method's coefficient on group G's gradient (OGM-GE, AGM)
+    grad/method/<kind>/<name>    per step: a method's method-wide decision, e.g. loss_weight/<loss>,
+                                 ratio/<modality>, score/<modality> (framework/methods/)
 """
 
 from __future__ import annotations
@@ -52,6 +55,11 @@ COSINE = "cos"
 CONFLICT = "conflict"
 CONFLICT_RATE = "conflict_rate"
 UPDATE_TO_SUM = "update_to_sum"
+COEFF = "coeff"  # a method's coefficient on a group's gradient
+METHOD_GROUP = "method"  # the pseudo-group of a method's method-wide decisions
+LOSS_WEIGHT = "loss_weight"
+RATIO = "ratio"
+SCORE = "score"
 
 
 def train_loss(objective: str) -> str:
@@ -92,6 +100,16 @@ def grad(group: str, kind: str, loss: str | None = None) -> str:
 
 def cosine(group: str, a: str, b: str) -> str:
     return grad(group, COSINE, f"{a}.{b}")
+
+
+def coefficient(group: str) -> str:
+    """``grad/<group>/coeff``: the coefficient a method put on ``group``'s gradient this step."""
+    return grad(group, COEFF)
+
+
+def method_decision(kind: str, name: str) -> str:
+    """``grad/method/<kind>/<name>``: a method-wide decision (a loss weight, a ratio, a score)."""
+    return grad(METHOD_GROUP, kind, name)
 
 
 def heads_of(metric_keys: Iterable[str], split: str = "best/test") -> list[str]:

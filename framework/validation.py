@@ -30,7 +30,7 @@ from .config_schema import ON_NONFINITE
 TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "databricks", "postgresql", "mysql", "mssql")
 """URI schemes of MLflow tracking stores (a plain path is a file store)."""
 
-STRING_KEYS = ("name", "device", "tracking.experiment", "tracking.uri", "objective", "integrator.name")
+STRING_KEYS = ("name", "device", "tracking.experiment", "tracking.uri", "objective", "integrator.name", "method.name")
 """Keys that must be strings: a command-line value Hydra reads as another type (``name=nan``,
 ``name=true``, ``name=1e3``) is refused rather than silently turned into a string."""
 
@@ -74,6 +74,7 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     check_scheduler(cfg.get("scheduler"))
     check_loss(cfg.loss)
     check_integrator(cfg.integrator)
+    check_method(cfg.get("method"), cfg.loss, cfg.integrator)
     check_tracking(cfg.tracking)
     check_dataset(cfg.dataset)
 
@@ -308,6 +309,23 @@ def check_integrator(integrator: DictConfig) -> None:
         raise ConfigError(" ".join(str(error).split())) from None
     except TypeError as error:
         raise ConfigError(f"integrator: {' '.join(str(error).split())}") from None
+
+
+def check_method(method: DictConfig | None, loss: DictConfig, integrator: DictConfig) -> None:
+    """``get_method``'s one-line errors (an unknown method or parameter, a bad value), and whether the
+    method makes sense with this loss and integrator (``Method.check_config``)."""
+    if method is None:
+        return
+    from .integrators import get_integrator
+    from .methods import get_method
+
+    params = OmegaConf.to_container(method, resolve=True)
+    assert isinstance(params, dict)
+    try:
+        built = get_method(**params)  # type: ignore[arg-type]
+        built.check_config(bool(loss.get("detach_unimodal", False)), get_integrator(**integrator))  # type: ignore[arg-type]
+    except (ValueError, TypeError) as error:
+        raise ConfigError(" ".join(str(error).split())) from None
 
 
 def check_tracking(tracking: DictConfig) -> None:

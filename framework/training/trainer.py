@@ -17,6 +17,7 @@ from ..config_schema import ON_NONFINITE
 from ..data.base import MultimodalDataset, Splits, iterate_batches, num_batches
 from ..integrators import Integrator
 from ..losses import MultitaskLoss, head_labels
+from ..methods import Method, StepView
 from ..models.base import MEAN, MultimodalModel
 from ..tracking import RunTracker
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -68,7 +69,13 @@ def _to(batch: dict[str, Tensor], labels: Tensor, device: torch.device) -> tuple
 
 
 class Trainer:
-    """Trains ``model`` on ``splits`` with ``integrator``; reports to ``tracker`` if given."""
+    """Trains ``model`` on ``splits`` with ``integrator``; reports to ``tracker`` if given.
+
+    ``method`` (a :class:`~framework.methods.Method`, default the no-op one) is called at its
+    hooks: ``on_epoch_start`` before each epoch; per step its ``phases`` (sub-steps), and in each
+    ``training_logits``, ``losses``, ``after_backward``; ``predict`` at evaluation; its
+    ``decisions`` are logged with the step statistics and its state is checkpointed.
+    """
 
     def __init__(
         self,
@@ -83,12 +90,15 @@ class Trainer:
         seed: int = 0,
         tracker: RunTracker | None = None,
         checkpoint_path: str | Path | None = None,
+        method: Method | None = None,
     ) -> None:
         self.model, self.splits, self.loss = model.to(device), splits, loss
         self.integrator, self.optimizer, self.scheduler = integrator, optimizer, scheduler
         self.settings, self.device, self.tracker = settings, device, tracker
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+        self.method = method if method is not None else Method()
         self.engine = GradientEngine(model, integrator)
+        self._engines: dict[tuple[str, ...], GradientEngine] = {}
         self.statistics = GradientStatistics.for_training(
             settings.statistics, splits.train, device, detach_unimodal=loss.detach_unimodal
         )
@@ -105,6 +115,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "integrator": self.engine.state_dict(),
+            "method": self.method.state_dict(),
             "shuffle": self.shuffle.get_state(),
             "rng": rng_state(),
             "state": self.state.__dict__.copy(),
@@ -117,6 +128,7 @@ class Trainer:
         if self.scheduler is not None and checkpoint["scheduler"] is not None:
             self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.engine.load_state_dict(checkpoint["integrator"])
+        self.method.load_state_dict(checkpoint.get("method") or {})
         self.shuffle.set_state(checkpoint["shuffle"])
         set_rng_state(checkpoint["rng"])
         self.state = TrainingState(**checkpoint["state"])
@@ -167,7 +179,18 @@ class Trainer:
         out.update({names.last_test_accuracy(h): v for h, v in self.state.last_test.items()})
         return out
 
+    def engine_for(self, losses: tuple[str, ...]) -> GradientEngine:
+        """The gradient engine of a set of losses: the trainer's own for the first set it meets (its
+        state is checkpointed), one more per other set (a method's sub-steps train other losses)."""
+        if self.engine.plan is None and not self._engines:
+            self._engines[losses] = self.engine
+        if losses not in self._engines:
+            self._engines[losses] = GradientEngine(self.model, self.integrator)
+        return self._engines[losses]
+
     def train_epoch(self) -> dict[str, float]:
+        self.model.train()
+        self.method.on_epoch_start(self)
         self.model.train()
         self.statistics.start_epoch()
         dataset = self.splits.train
@@ -184,7 +207,7 @@ class Trainer:
             if index >= total:
                 break
             inputs, labels = _to(inputs, labels, self.device)
-            losses = self.train_step(inputs, labels)
+            losses = self.train_step(inputs, labels, index, total)
             if self._skipped:  # skip_step: no update, not in the epoch's mean loss
                 self.skipped_steps += 1
             else:
@@ -206,31 +229,48 @@ class Trainer:
                 )
         return metrics
 
-    def train_step(self, inputs: dict[str, Tensor], labels: Tensor) -> dict[str, float]:
+    def train_step(self, inputs: dict[str, Tensor], labels: Tensor, index: int = 0, total: int = 1) -> dict[str, float]:
         """One optimisation step at ``state.step``, with its statistics (logged in one call each).
 
-        The probe's covariance traces, when due, are taken after the update (parameters as the
-        next step sees them, this step's gradients already freed) and logged at this step.
+        The method's phases are sub-steps, each with its own forward pass, backward and update
+        (one, ``None``, unless the method alternates). The returned per-head losses are the plain
+        losses of the first sub-step (before the method reweights them). The probe's covariance
+        traces, when due, are taken after the update (parameters as the next step sees them, this
+        step's gradients already freed) and logged at this step.
         """
         step = self.state.step
-        features = self.model.encode(inputs)
-        logits = self.model.classify(features, detach_unimodal=self.loss.detach_unimodal)
-        losses = self.loss(logits, labels)
         self._skipped = False
-        if not self._finite(losses.values()):
-            self._nonfinite(step, losses, "loss")
-            return {name: float(value.detach()) for name, value in losses.items()}
-        decisions = self.engine.backward(features, losses, need_decisions=self.statistics.wants_step(step))
-        if not self._finite(p.grad for p in self.model.parameters() if p.grad is not None):
-            self._nonfinite(step, losses, "gradient")
-            return {name: float(value.detach()) for name, value in losses.items()}
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        plain: dict[str, float] | None = None
+        decisions = []
+        engine = self.engine
+        for phase in self.method.phases(self.state.epoch):
+            features = self.model.encode(inputs)
+            logits = self.model.classify(features, detach_unimodal=self.loss.detach_unimodal)
+            view = StepView(self.model, features, logits, labels, self.state.epoch, step, index, total, phase)
+            logits = self.method.training_logits(view)
+            losses = self.loss(logits, labels)
+            if plain is None:
+                plain = {name: float(value.detach()) for name, value in losses.items()}
+            losses = self.method.losses(view, losses)
+            if not self._finite(losses.values()):
+                self._nonfinite(step, losses, "loss")
+                return plain
+            engine = self.engine_for(tuple(losses))
+            decisions += engine.backward(features, losses, need_decisions=self.statistics.wants_step(step))
+            view.groups = engine.groups
+            self.method.after_backward(view)
+            if not self._finite(p.grad for p in self.model.parameters() if p.grad is not None):
+                self._nonfinite(step, losses, "gradient")
+                return plain
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
         metrics = self.statistics.record_step(step, decisions)
-        if self.statistics.wants_noise(step) and self.engine.plan is not None:
-            metrics.update(self.statistics.noise(self.model, self.engine.plan, self.loss))
+        if self.statistics.wants_step(step):
+            metrics.update(self.method.decisions())
+        if self.statistics.wants_noise(step) and engine.plan is not None:
+            metrics.update(self.statistics.noise(self.model, engine.plan, self.loss))
         self._log(metrics, step)
-        return {name: float(value.detach()) for name, value in losses.items()}
+        return plain or {}
 
     @staticmethod
     def _finite(tensors: Any) -> bool:
@@ -263,7 +303,7 @@ class Trainer:
         seen = 0
         for inputs, labels in iterate_batches(dataset, self.settings.eval_batch_size, False, None, self.settings.num_workers):
             inputs, labels = _to(inputs, labels, self.device)
-            outputs = self.model(inputs)
+            outputs = self.method.predict(self.model(inputs))
             targets = head_labels(labels, tuple(outputs))
             for head, logits in outputs.items():
                 correct[head] += int((logits.argmax(dim=1) == targets[head]).sum())

@@ -64,7 +64,7 @@ def config_groups() -> dict[str, list[str]]:
 GROUPS = config_groups()
 TESTED = {
     "dataset", "model", "model/fusion", "loss", "integrator", "optimizer", "scheduler", "experiment",
-    "hparams_search", "hydra/launcher",
+    "hparams_search", "hydra/launcher", "method",
 }  # fmt: skip
 
 
@@ -255,6 +255,22 @@ def test_integrator_builds_with_the_configured_parameters(compose_cfg, option):
     reported = {k: v for k, v in params.items() if k in hparams}
     assert reported == {k: hparams[k] for k in reported}  # the configured values reached it
     assert get_integrator(option, **hparams).hparams() == hparams  # hparams() rebuilds it
+
+
+@pytest.mark.parametrize("option", options("method"))
+def test_method_builds_with_the_configured_parameters_and_prepares_the_default_model(compose_on_data, option):
+    from framework.methods import Method, get_method
+
+    cfg = compose_on_data(f"method={option}")
+    params = OmegaConf.to_container(cfg.method, resolve=True)
+    method = get_method(**params)
+    assert isinstance(method, Method) and method.name == cfg.method.name
+    assert {k: v for k, v in params.items() if k != "name"} == method.hparams()  # the configured values reached it
+    method.check_config(bool(cfg.loss.detach_unimodal), get_integrator(**cfg.integrator))
+    splits = build_splits(cfg)
+    model = method.prepare(build_model(cfg, splits))
+    logits = method.predict(assert_logits(model, splits))
+    assert set(logits) == set(model.heads)
 
 
 # ---------------------------------------------------------------- optimizers, schedulers
