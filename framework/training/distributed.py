@@ -178,6 +178,7 @@ def init(settings: DistributedSettings, device_choice: str) -> DistributedContex
             signal.signal(signal.SIGTERM, _on_sigterm)
     if where.rank != 0:
         logging.getLogger("framework").setLevel(logging.WARNING)  # rank 0 reports
+    log.info("data parallel: %d ranks (%s), backend %s, rank 0 on %s", where.world_size, where.launcher, backend, device)
     return DistributedContext(where.rank, where.world_size, where.local_rank, device, backend, settings)
 
 
