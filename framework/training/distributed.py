@@ -316,7 +316,7 @@ class DataParallel:
         return nn.parallel.DistributedDataParallel(
             forward,
             device_ids=[device] if device.type == "cuda" else None,
-            broadcast_buffers=False,  # buffers: rank 0's, synced before evaluation
+            forward_sync_buffers=False,  # buffers: rank 0's, synced before evaluation
             bucket_cap_mb=self.context.settings.bucket_mb,
             find_unused_parameters=any(g is None for g in grads),
         )
