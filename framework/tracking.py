@@ -425,7 +425,7 @@ def failing_with(spec: RunSpec, run_id: str | None, who: str) -> Iterator[None]:
                     if client.get_run(run_id).info.status == "RUNNING":
                         client.set_tag(run_id, ERROR_TAG, f"{who}: {type(error).__name__}: {error}"[:5000])
                         client.set_terminated(run_id, status="FAILED")
-            except Exception as failure:  # noqa: BLE001 - the store may be gone: rank 0's spool tells
+            except Exception as failure:  # the store may be gone: rank 0's spool tells
                 log.warning("%s could not mark run %s FAILED: %s", who, run_id, str(failure).splitlines()[0][:200])
         raise
 

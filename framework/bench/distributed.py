@@ -145,8 +145,9 @@ def world_table(results: dict[str, dict[str, dict[str, float]]], world_size: int
              "|" + "|".join(["-" * 20, "-" * 11, "-" * 10, "-" * 11, "-" * 14, "-" * 14, "-" * 15]) + "|"]
     for model, by_variant in results.items():
         for variant, r in by_variant.items():
+            mb = r["bytes_per_step"] / 2**20
             lines.append(f"| {model:<18} | {variant:<9} | {r['path']:<8} | {r['step_ms']:>9.1f} | "
-                         f"{r['ratio_to_sum']:>12.3f} | {r['bytes_per_step'] / 2**20:>12.2f} | {r['ring8_mb']:>13.2f} |")
+                         f"{r['ratio_to_sum']:>12.3f} | {mb:>12.2f} | {r['ring8_mb']:>13.2f} |")
     lines.append(f"(world size {world_size}; MB/step/rank: all-reduce payload of one step; ring8: what a rank "
                  "sends in a ring all-reduce on 8 GPUs, 2*7/8 x payload)")
     return "\n".join(lines)

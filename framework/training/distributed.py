@@ -178,7 +178,8 @@ def init(settings: DistributedSettings, device_choice: str) -> DistributedContex
             signal.signal(signal.SIGTERM, _on_sigterm)
     if where.rank != 0:
         logging.getLogger("framework").setLevel(logging.WARNING)  # rank 0 reports
-    log.info("data parallel: %d ranks (%s), backend %s, rank 0 on %s", where.world_size, where.launcher, backend, device)
+    log.info("data parallel: %d ranks (%s), backend %s, rank 0 on %s",
+             where.world_size, where.launcher, backend, device)
     return DistributedContext(where.rank, where.world_size, where.local_rank, device, backend, settings)
 
 
@@ -286,7 +287,9 @@ class DataParallel:
             for b in buffers:
                 dist.broadcast(b, src=0)
 
-    def summed_step(self, inputs: Mapping[str, Tensor], labels: Tensor, loss_fn: Any, detach_unimodal: bool) -> dict[str, float]:
+    def summed_step(
+        self, inputs: Mapping[str, Tensor], labels: Tensor, loss_fn: Any, detach_unimodal: bool
+    ) -> dict[str, float]:
         """Forward and one backward of the summed losses through DDP (one all-reduce of the summed
         gradient, overlapped with the backward); the losses' means over the ranks."""
         if self._ddp is None:

@@ -226,8 +226,9 @@ class Trainer:
     def _train_batches(self, dataset: MultimodalDataset) -> Any:
         if self.parallel is None:
             return iterate_batches(dataset, self.settings.batch_size, True, self.shuffle, self.settings.num_workers)
+        settings = self.settings
         return sharded_train_batches(
-            dataset, self.settings.batch_size, self.parallel.rank, self.world_size, self.shuffle, self.settings.num_workers
+            dataset, settings.batch_size, self.parallel.rank, self.world_size, self.shuffle, settings.num_workers
         )
 
     def _eval_batches(self, dataset: MultimodalDataset) -> Any:

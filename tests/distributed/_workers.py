@@ -32,14 +32,14 @@ CASES = {
 }
 
 
-def build_model(kind: str, spec) -> torch.nn.Module:  # noqa: ANN001
+def build_model(kind: str, spec) -> torch.nn.Module:
     torch.manual_seed(0)
     if kind == "mlp":  # no BatchNorm: each rank's forward is the single process's on its rows
         return LateFusionModel(spec, partial(MLPEncoder, hidden=(32,), dim=16), ConcatFusion)
     return CrossModalTransformer(spec, dim=16, depth=2, heads=2, patch_size=8)
 
 
-def train(case: str, parallel_for, device: torch.device) -> dict:  # noqa: ANN001
+def train(case: str, parallel_for, device: torch.device) -> dict:
     kind, integrator, log_every = CASES[case]
     # 100 train samples: 6 full global batches and a partial one of 4 (2 per rank)
     splits = synthetic_splits({"strong": {"dim": 8, "signal": 1.0}, "weak": {"dim": 8, "signal": 0.4}},

@@ -35,7 +35,8 @@ def test_two_ranks_with_half_batches_match_one_process(trained, case, record_pro
     moved = max_abs_diff(single[case]["params"], _workers_initial(case))
     diff = max_abs_diff(single[case]["params"], rank0[case]["params"])
     record_property(f"{case}_max_abs_diff", diff)
-    print(f"\n[equivalence] {case}: max |w(2 ranks) - w(1 process)| = {diff:.3g} (parameters moved by up to {moved:.3g})")
+    print(f"\n[equivalence] {case}: max |w(2 ranks) - w(1 process)| = {diff:.3g} "
+          f"(parameters moved by up to {moved:.3g})")
     assert moved > 1e-2, "the runs must actually train"
     assert diff < TOLERANCE
     # the ranks never diverge: no broadcast, identical integration

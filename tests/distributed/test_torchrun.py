@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
@@ -110,7 +109,8 @@ def test_a_killed_rank_fails_the_run_within_the_timeout(tmp_path, victim_rank):
     timeout_s = 30
     command = torchrun("experiment=smoke", "trainer.epochs=50", "dataset.train_size=4096",
                        f"distributed.timeout_s={timeout_s}")
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
     try:
         victim = rank_pid(process.pid, victim_rank)
         deadline = time.monotonic() + 300
@@ -133,4 +133,5 @@ def test_a_killed_rank_fails_the_run_within_the_timeout(tmp_path, victim_rank):
     _, (run,) = runs(tmp_path)
     assert run.info.status == "FAILED", output[-3000:]
     assert run.data.tags.get("error"), run.data.tags
-    print(f"\n[torchrun] rank {victim_rank} killed: run FAILED, torchrun exited {took:.1f} s later ({run.data.tags['error'][:160]})")
+    print(f"\n[torchrun] rank {victim_rank} killed: run FAILED, torchrun exited {took:.1f} s later "
+          f"({run.data.tags['error'][:160]})")
