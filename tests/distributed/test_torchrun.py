@@ -3,6 +3,7 @@ process's metric names; a resume with two ranks continues it; a killed rank fail
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -135,3 +136,39 @@ def test_a_killed_rank_fails_the_run_within_the_timeout(tmp_path, victim_rank):
     assert run.data.tags.get("error"), run.data.tags
     print(f"\n[torchrun] rank {victim_rank} killed: run FAILED, torchrun exited {took:.1f} s later "
           f"({run.data.tags['error'][:160]})")
+
+
+def test_a_hung_rank_fails_the_run_after_the_collective_timeout(tmp_path):
+    """Rank 1 stopped (SIGSTOP, alive but silent): rank 0's collective gives up after
+    ``distributed.timeout_s`` and ends the run FAILED."""
+    env = environment(tmp_path)
+    timeout_s = 10
+    command = torchrun("experiment=smoke", "trainer.epochs=50", "dataset.train_size=4096",
+                       f"distributed.timeout_s={timeout_s}")
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    try:
+        victim = rank_pid(process.pid, 1)
+        deadline = time.monotonic() + 300
+        while next((tmp_path / "checkpoints").rglob("checkpoint.pt"), None) is None:
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        time.sleep(1.0)
+        os.kill(victim, signal.SIGSTOP)
+        stopped = time.monotonic()
+        while time.monotonic() < stopped + timeout_s + 60:  # rank 0 records the failure
+            _, found = runs(tmp_path)
+            if found and found[0].info.status == "FAILED":
+                break
+            time.sleep(0.5)
+        took = time.monotonic() - stopped
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
+        if process.poll() is None:
+            process.wait(timeout=120)
+    (run,) = found
+    assert run.info.status == "FAILED", process.stdout.read() if process.stdout else ""
+    assert timeout_s - 1 <= took < timeout_s + 60, f"{took:.0f} s"
+    assert process.returncode != 0
+    print(f"\n[torchrun] rank 1 hung: run FAILED {took:.1f} s later ({run.data.tags['error'][:160]})")
