@@ -78,6 +78,18 @@ class TargetSchema(Dict[str, Any]):
 
 
 @dataclass
+class ModelSchema(TargetSchema):
+    sync_bn: bool = False  # BatchNorm -> SyncBatchNorm on several ranks (framework/training/distributed.py)
+
+
+@dataclass
+class DistributedSchema(Dict[str, Any]):
+    backend: str = "auto"
+    timeout_s: float = 300.0
+    bucket_mb: float = 25.0
+
+
+@dataclass
 class OptimizerSchema(TargetSchema):
     lr: float = MISSING
 
@@ -113,12 +125,13 @@ class TrainSchema(Dict[str, Any]):
     tracking: TrackingSchema = field(default_factory=TrackingSchema)
     checkpoint: CheckpointSchema = field(default_factory=CheckpointSchema)
     dataset: TargetSchema = field(default_factory=TargetSchema)
-    model: TargetSchema = field(default_factory=TargetSchema)
+    model: ModelSchema = field(default_factory=ModelSchema)
     loss: TargetSchema = field(default_factory=TargetSchema)
     optimizer: OptimizerSchema = field(default_factory=OptimizerSchema)
     scheduler: Optional[TargetSchema] = None
     integrator: IntegratorSchema = field(default_factory=IntegratorSchema)
     method: MethodSchema = field(default_factory=MethodSchema)
+    distributed: DistributedSchema = field(default_factory=DistributedSchema)
 
 
 def register() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import to_absolute_path
@@ -20,7 +21,8 @@ from . import metric_names as names
 from .config import build
 from .integrators import get_integrator
 from .methods import get_method
-from .tracking import Resumption, RunSpec, RunTracker, flatten, tracked_run
+from .tracking import Resumption, RunSpec, RunTracker, failing_with, flatten, tracked_run
+from .training import distributed
 from .training.checkpoint import checkpoint_to_resume, restart_count, seed_everything
 from .training.trainer import NonFiniteError, Trainer, TrainerSettings, resolve_device
 from .validation import validate
@@ -73,19 +75,32 @@ def run_spec(cfg: DictConfig, label: str) -> RunSpec:
     return RunSpec(cfg.tracking.experiment, f"{label}-seed{cfg.seed}", cfg.tracking.uri, tags)
 
 
-def build_trainer(cfg: DictConfig, tracker: RunTracker, checkpoint_path: Path) -> Trainer:
+def build_trainer(
+    cfg: DictConfig,
+    tracker: RunTracker | None,
+    checkpoint_path: Path,
+    context: distributed.DistributedContext | None = None,
+) -> Trainer:
     """Data, model, optimizer, scheduler, loss, integrator and method from ``cfg``, in one :class:`Trainer`.
 
-    The method prepares the model (checks it, may change its heads) before the optimizer is built."""
+    The method prepares the model (checks it, may change its heads) before the optimizer is built
+    and before, on several ranks, the model moves to this rank's device, becomes SyncBatchNorm if
+    ``model.sync_bn``, and takes rank 0's weights."""
     trusted = list(cfg.trusted_targets)
     splits = build(cfg.dataset, trusted)
     model = build(cfg.model, trusted, spec=splits.spec)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device) if context is None else context.device
     loss = build(cfg.loss, trusted)
     integrator = get_integrator(**cfg.integrator)
     method = get_method(**OmegaConf.to_container(cfg.get("method") or {"name": "none"}, resolve=True))  # type: ignore[arg-type]
     method.check_config(loss.detach_unimodal, integrator)
     model = method.prepare(model, seed=int(cfg.seed))
+    parallel = None
+    if context is not None:
+        if cfg.model.get("sync_bn", False):
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model.to(device)
+        parallel = distributed.DataParallel(context, model)
     model.to(device)
     optimizer = build(cfg.optimizer, trusted)(params=model.parameters())
     return Trainer(
@@ -101,6 +116,7 @@ def build_trainer(cfg: DictConfig, tracker: RunTracker, checkpoint_path: Path) -
         seed=int(cfg.seed),
         tracker=tracker,
         checkpoint_path=checkpoint_path,
+        parallel=parallel,
     )
 
 
@@ -113,7 +129,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     last checkpoint stays, so ``resume=true`` continues it.
     """
     validate(cfg, job_overrides())  # before any data is loaded or any run is opened
-    seed_everything(int(cfg.seed))
+    context = distributed.init(distributed.DistributedSettings(**cfg.distributed), str(cfg.device))
+    seed_everything(int(cfg.seed))  # the same on every rank: identical models, identical draws
     checkpoint_path = Path(to_absolute_path(cfg.checkpoint.dir)) / "checkpoint.pt"
     checkpoint, requeued = checkpoint_to_resume(checkpoint_path, bool(cfg.resume))
     resume = None
@@ -127,10 +144,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
         epoch = f" in epoch {trainer.state.epoch}" if trainer is not None else ""
         return f"{epoch}; resume=true continues from {checkpoint_path}"
 
-    with tracked_run(run_spec(cfg, label), resume, where) as tracker:
+    spec = run_spec(cfg, label)
+    if context is not None and not context.is_main:  # rank 0 logs; this rank fails the run if it fails
+        run_id = context.broadcast_object(None)  # after every rank has read the checkpoint
+        with failing_with(spec, run_id, f"rank {context.rank}"):
+            trainer = build_trainer(cfg, None, checkpoint_path, context)
+            if checkpoint is not None:
+                trainer.load_state_dict(checkpoint)
+                del checkpoint
+            return trainer.fit()
+    with tracked_run(spec, resume, where) as tracker:
+        if context is not None:
+            context.broadcast_object(tracker.run_id)
         tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))  # type: ignore[arg-type]
         tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-        trainer = build_trainer(cfg, tracker, checkpoint_path)
+        trainer = build_trainer(cfg, tracker, checkpoint_path, context)
         if checkpoint is not None:
             trainer.load_state_dict(checkpoint)
             why = "requeued job" if requeued and not cfg.resume else "resume=true"

@@ -409,6 +409,27 @@ def tracked_run(
     tracker.end("FINISHED")
 
 
+@contextmanager
+def failing_with(spec: RunSpec, run_id: str | None, who: str) -> Iterator[None]:
+    """For a rank other than 0 of a data-parallel job: rank 0 owns the run (``run_id``) and logs;
+    if this rank fails, it marks the run FAILED (tag ``error``, naming ``who``) unless rank 0
+    has already ended it, so a run whose rank 0 was killed outright does not stay RUNNING. The
+    exception is always re-raised."""
+    try:
+        yield
+    except BaseException as error:
+        if run_id is not None and not isinstance(error, (KeyboardInterrupt, SystemExit)):
+            try:
+                with bounded_http():
+                    client = MlflowClient(spec.tracking_uri or default_tracking_uri())
+                    if client.get_run(run_id).info.status == "RUNNING":
+                        client.set_tag(run_id, ERROR_TAG, f"{who}: {type(error).__name__}: {error}"[:5000])
+                        client.set_terminated(run_id, status="FAILED")
+            except Exception as failure:  # the store may be gone: rank 0's spool tells
+                log.warning("%s could not mark run %s FAILED: %s", who, run_id, str(failure).splitlines()[0][:200])
+        raise
+
+
 def log_run_figures(tracker: RunTracker) -> None:
     """The end-of-run figures (:mod:`framework.run_figures`) from the run's journal, when the
     store is reachable; a figure never fails a run."""

@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from .config import FRAMEWORK_KEYS
 from .config_schema import ON_NONFINITE
 
 TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "databricks", "postgresql", "mysql", "mssql")
@@ -77,6 +78,7 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     check_method(cfg.get("method"), cfg.loss, cfg.integrator)
     check_tracking(cfg.tracking)
     check_dataset(cfg.dataset)
+    check_distributed(cfg)
 
 
 def check_string_overrides(overrides: Sequence[str]) -> None:
@@ -240,7 +242,7 @@ def check_call(path: str, obj: Any, node: DictConfig, positive: bool = False) ->
         hints = {}
     name = getattr(obj, "__qualname__", str(obj))
     for key in node:
-        if key in HYDRA_KEYS:
+        if key in HYDRA_KEYS or key in FRAMEWORK_KEYS:
             continue
         if key not in params:
             if open_kwargs:
@@ -366,3 +368,48 @@ def check_dataset(dataset: DictConfig) -> None:
                 _resolve(data_dir, Path(rel))
             except FileNotFoundError as error:
                 raise fail("dataset.data_dir", data_dir, str(error)) from None
+
+
+def check_distributed(cfg: DictConfig) -> None:
+    """``distributed.*`` and ``model.sync_bn``, and what several ranks need: a global batch that
+    splits into equal shards, a device each rank can take, a backend that runs on it."""
+    import torch
+
+    from .training.distributed import BACKENDS, world_size
+
+    node = cfg.get("distributed") or {}
+    backend = node.get("backend", "auto")
+    if backend not in BACKENDS:
+        raise fail("distributed.backend", backend, f"valid values: {' | '.join(BACKENDS)}")
+    for key in ("timeout_s", "bucket_mb"):
+        _number(node, key, "distributed.", positive=True)
+    sync_bn = cfg.model.get("sync_bn", False)
+    if not isinstance(sync_bn, bool):
+        raise fail("model.sync_bn", sync_bn, "must be true or false")
+    world = world_size()
+    if world == 1:
+        return
+    batch = cfg.trainer.batch_size
+    if batch % world:
+        raise fail(
+            "trainer.batch_size", batch,
+            f"the global batch must split into {world} equal shards (one per rank): a multiple of {world}",
+        )  # fmt: skip
+    device = str(cfg.device)
+    if device not in ("auto", "cuda", "cpu"):
+        raise fail("device", device, f"with {world} ranks: auto, cuda or cpu (each rank takes cuda:<local rank>)")
+    on_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
+    if backend == "nccl" and not on_cuda:
+        raise fail("distributed.backend", backend, "nccl needs CUDA devices; use gloo (or auto) on CPU")
+    if sync_bn and not on_cuda:
+        raise fail("model.sync_bn", sync_bn, "torch's SyncBatchNorm runs on CUDA only; set false on CPU")
+    method = cfg.get("method") or {}
+    name = method.get("name", "none")
+    from .methods import METHODS
+
+    if name in METHODS and not METHODS[name].data_parallel:
+        raise fail(
+            "method.name", name,
+            f"not supported on {world} ranks: its decisions use the rank's shard of the batch, so the ranks "
+            "would diverge; run it in one process",
+        )  # fmt: skip

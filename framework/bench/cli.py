@@ -81,7 +81,11 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--rounds", type=int, help="override the rounds per model")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per variant first (the memory step follows)")
+    parser.add_argument("--world-size", type=int, default=1,
+                        help="N > 1: the data-parallel step on N gloo ranks, sum (DDP) against mmpareto (per-loss)")
     args = parser.parse_args(argv)
+    if args.world_size > 1:
+        return _main_world(args, parser)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
     variants = [v for v in args.variants.split(",") if v]
     unknown = sorted(set(variants) - set(VARIANTS))
@@ -116,6 +120,29 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
     if against:
         print(f"\nframework step time relative to torchjd's own step with the same aggregator:\n{against}")
     print(f"({time.perf_counter() - start:.0f} s; step_ms: median of interleaved full training steps)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def _main_world(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, dict[str, dict[str, float]]]:
+    """``--world-size N``: :mod:`framework.bench.distributed`."""
+    from .distributed import bench_world, world_table
+
+    models = [m for m in args.models.split(",") if m]
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        parser.error(f"unknown models {unknown}; valid choices: {', '.join(MODELS)}")
+    if args.device not in ("cpu", "auto"):
+        parser.error("--world-size runs on CPU ranks (gloo)")
+    start = time.perf_counter()
+    print(load_line("start"), file=sys.stderr, flush=True)
+    results = bench_world(models, args.world_size, args.quick, args.rounds, args.warmup,
+                          lambda message: print(message, file=sys.stderr, flush=True))
+    print(load_line("end"), file=sys.stderr, flush=True)
+    print(world_table(results, args.world_size))
+    print(f"({time.perf_counter() - start:.0f} s; step_ms: median of interleaved steps, the slowest rank's)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")

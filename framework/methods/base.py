@@ -82,6 +82,14 @@ class Method:
     """The method trains the unimodal heads' losses into the encoders (no one-joint loss)."""
     needs_sum: ClassVar[bool] = False
     """No parameter group is reached by two of the method's losses: an integrator has nothing to do."""
+    data_parallel: ClassVar[bool] = True
+    """Whether the method is exact on several ranks. Only the no-op method is: the others decide from
+    the rank's shard (logits, losses, prototypes), so the ranks would diverge. A subclass is
+    ``False`` unless it declares ``data_parallel = True`` (after reducing what it decides from)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.data_parallel = bool(cls.__dict__.get("data_parallel", False))
 
     def __init__(self) -> None:
         self.seed = 0

@@ -15,12 +15,18 @@ and the heads, get their plain gradient.
 
 When the integrator's update is a fixed uniform combination ``c * sum_i g_i`` on every shared group
 (``sum``) and no statistics are wanted on the step, one backward pass of the summed losses does it.
+
+On several ranks (a ``reducer``, :class:`~framework.training.distributed.GradientReducer`), every
+per-loss gradient, the heads' gradients and the loss values are averaged across ranks in one
+bucketed reduction after the pull-backs and before any integration, so that every rank integrates
+the same global per-loss gradients (separate trunks then hold every group's per-loss gradients at
+once). :attr:`GradientEngine.mean_losses` are the losses' means over the ranks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +35,9 @@ from ..integrators import Integrator
 from ..integrators._kernels import foreach
 from ..models.base import MultimodalModel
 from .plan import GradientPlan, GroupDecision
+
+if TYPE_CHECKING:
+    from .distributed import GradientReducer
 
 PerLoss = dict[str, list[Tensor]]
 """``{loss: per-tensor gradients}`` on one group."""
@@ -42,9 +51,11 @@ class GradientEngine:
     (a fixed combination), so that statistics can be recorded on that step.
     """
 
-    def __init__(self, model: MultimodalModel, integrator: Integrator) -> None:
+    def __init__(self, model: MultimodalModel, integrator: Integrator, reducer: GradientReducer | None = None) -> None:
         self.model = model
         self.integrator = integrator
+        self.reducer = reducer
+        self.mean_losses: dict[str, float] | None = None  # with a reducer: the last step's, over the ranks
         self.groups = {name: params for name, params in model.parameter_groups().items() if params}
         in_groups = {id(p) for params in self.groups.values() for p in params}
         self.head_params = [p for p in model.parameters() if p.requires_grad and id(p) not in in_groups]
@@ -140,6 +151,20 @@ class GradientEngine:
             scales[group] = float(weights[0])
         return scales
 
+    def summed_step(self, need_decisions: bool) -> bool:
+        """Whether a step is one backward pass of the summed losses (then scaled by
+        :meth:`scale_summed`): a uniform fixed combination, no statistics due, the plan known."""
+        return self.plan is not None and self._summed_scales is not None and not need_decisions
+
+    def scale_summed(self) -> None:
+        """After a backward of the summed losses: each shared group's gradient times its scale."""
+        by_scale: dict[float, list[Tensor]] = {}
+        for group, scale in (self._summed_scales or {}).items():
+            if scale != 1.0:
+                by_scale.setdefault(scale, []).extend(p.grad for p in self.groups[group] if p.grad is not None)
+        for scale, shared in by_scale.items():
+            foreach.mul_(shared, scale)
+
     def backward(
         self, features: Mapping[str, Tensor], losses: Mapping[str, Tensor], need_decisions: bool = False
     ) -> list[GroupDecision]:
@@ -148,8 +173,8 @@ class GradientEngine:
             self.plan = self.make_plan(features, losses)
             self._summed_scales = self._uniform_scales(self.plan)
         plan = self.plan
-        if self._summed_scales is not None and not need_decisions:
-            self._summed_backward(losses, self._summed_scales)
+        if self.summed_step(need_decisions):
+            self._summed_backward(losses)
             return []
         feature_list = list(features.values())
         head_grads: list[Tensor | None] = [None] * len(self.head_params)
@@ -168,7 +193,9 @@ class GradientEngine:
                 self._pull_back_pack(plan, pack, feature_list, cotangents[-1], per_group, last)
         _assign(self.head_params, head_grads)
         if separate:
-            return self._per_trunk(plan, features, cotangents)
+            return self._per_trunk(plan, features, cotangents, losses)
+        if self.reducer is not None:
+            self._reduce(losses, per_group.values())
         decisions: list[GroupDecision] = []
         for group, params in self.groups.items():
             decision = self._integrate(plan, group, params, per_group.get(group, {}))
@@ -201,14 +228,30 @@ class GradientEngine:
             position += len(group_params)
             per_group.setdefault(group, {})[plan.loss_of_pack(pack, group)] = _filled(chunk, group_params)
 
+    def _reduce(self, losses: Mapping[str, Tensor], per_group: Any, params: list[nn.Parameter] | None = None) -> None:
+        """One bucketed reduction: the gradients of ``params`` (default: the heads), every
+        per-loss gradient of ``per_group``, the loss values."""
+        assert self.reducer is not None
+        values = torch.stack([v.detach() for v in losses.values()])
+        tensors = [p.grad for p in (self.head_params if params is None else params) if p.grad is not None]
+        tensors += [g for by_loss in per_group for grads in by_loss.values() for g in grads]
+        self.reducer.mean_([*tensors, values])
+        self.mean_losses = dict(zip(losses, values.tolist(), strict=True))
+
     def _per_trunk(
-        self, plan: GradientPlan, features: Mapping[str, Tensor], cotangents: list[tuple[Tensor | None, ...]]
+        self,
+        plan: GradientPlan,
+        features: Mapping[str, Tensor],
+        cotangents: list[tuple[Tensor | None, ...]],
+        losses: Mapping[str, Tensor],
     ) -> list[GroupDecision]:
         """Separate trunks: each group's pull-backs back to back, the last one freeing its graph,
-        then the group's integration, before the next group."""
+        then the group's integration, before the next group (with a reducer: every group's
+        pull-backs, one reduction, then the integrations)."""
         assert plan.feature_groups is not None  # only called for separate trunks
         done: dict[str, GroupDecision] = {}
         reached: set[str] = set()
+        held: dict[str, PerLoss] = {}
         for index, name in enumerate(features):
             group = plan.feature_groups.get(name)
             if group is None:
@@ -226,9 +269,18 @@ class GradientEngine:
                     features[name], params, cotangent, retain_graph=position < len(items) - 1, allow_unused=True
                 )
                 by_loss[loss] = _filled(grads, params)
+            if self.reducer is not None:
+                held[group] = by_loss
+                continue
             decision = self._integrate(plan, group, params, by_loss)
             if decision is not None:
                 done[group] = decision
+        if self.reducer is not None:
+            self._reduce(losses, held.values())
+            for group, by_loss in held.items():
+                decision = self._integrate(plan, group, self.groups[group], by_loss)
+                if decision is not None:
+                    done[group] = decision
         for group, params in self.groups.items():
             if group not in reached:
                 _assign(params, [None] * len(params))
@@ -248,17 +300,15 @@ class GradientEngine:
         _assign(params, update)
         return GroupDecision(group, names, decision)
 
-    def _summed_backward(self, losses: Mapping[str, Tensor], scales: Mapping[str, float]) -> None:
-        """One backward of the summed losses; each shared group's gradient times its scale."""
+    def _summed_backward(self, losses: Mapping[str, Tensor]) -> None:
+        """One backward of the summed losses (with a reducer: the summed gradient averaged across
+        ranks, one reduction); each shared group's gradient times its scale."""
         params = self.head_params + [p for ps in self.groups.values() for p in ps]
         grads = torch.autograd.grad(torch.stack(list(losses.values())).sum(), params, allow_unused=True)
         _assign(params, list(grads))
-        by_scale: dict[float, list[Tensor]] = {}
-        for group, scale in scales.items():
-            if scale != 1.0:
-                by_scale.setdefault(scale, []).extend(p.grad for p in self.groups[group] if p.grad is not None)
-        for scale, shared in by_scale.items():
-            foreach.mul_(shared, scale)
+        if self.reducer is not None:
+            self._reduce(losses, [], params)
+        self.scale_summed()
 
 
 def _filled(grads: tuple[Tensor | None, ...], params: list[nn.Parameter]) -> list[Tensor]:

@@ -1,7 +1,14 @@
-"""The training loop: one forward pass per step, integrated gradients, evaluation per epoch."""
+"""The training loop: one forward pass per step, integrated gradients, evaluation per epoch.
+
+With a :class:`~framework.training.distributed.DataParallel` (several ranks), each rank trains on
+its shard of every global batch (:mod:`framework.data.sharding`), the gradients are averaged across
+ranks before the integrator runs, evaluation is split across ranks and its counts summed, and only
+rank 0 logs and writes checkpoints. Without one, nothing of that runs.
+"""
 
 from __future__ import annotations
 
+import math
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -15,12 +22,14 @@ from tqdm import tqdm
 from .. import metric_names as names
 from ..config_schema import ON_NONFINITE
 from ..data.base import MultimodalDataset, Splits, iterate_batches, num_batches
+from ..data.sharding import sharded_eval_batches, sharded_train_batches
 from ..integrators import Integrator
 from ..losses import MultitaskLoss, head_labels
 from ..methods import Method, StepView
 from ..models.base import MEAN, MultimodalModel
 from ..tracking import RunTracker
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .distributed import DataParallel
 from .gradients import GradientEngine
 from .statistics import GradientStatistics, StatisticsSettings
 
@@ -91,13 +100,17 @@ class Trainer:
         tracker: RunTracker | None = None,
         checkpoint_path: str | Path | None = None,
         method: Method | None = None,
+        parallel: DataParallel | None = None,
     ) -> None:
         self.model, self.splits, self.loss = model.to(device), splits, loss
         self.integrator, self.optimizer, self.scheduler = integrator, optimizer, scheduler
         self.settings, self.device, self.tracker = settings, device, tracker
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.method = method if method is not None else Method()
-        self.engine = GradientEngine(model, integrator)
+        self.parallel = parallel
+        self.main = parallel is None or parallel.context.is_main  # logs, checkpoints, shows progress
+        self.world_size = 1 if parallel is None else parallel.world_size
+        self.engine = GradientEngine(model, integrator, reducer=parallel.reducer if parallel else None)
         self._engines: dict[tuple[str, ...], GradientEngine] = {}
         self.statistics = GradientStatistics.for_training(
             settings.statistics, splits.train, device, detach_unimodal=loss.detach_unimodal
@@ -144,7 +157,8 @@ class Trainer:
         return True
 
     def save(self) -> None:
-        if self.checkpoint_path is not None:
+        """Write the checkpoint (rank 0 only; every rank reads it on a resume)."""
+        if self.checkpoint_path is not None and self.main:
             save_checkpoint(self.state_dict(), self.checkpoint_path)
 
     def fit(self) -> dict[str, float]:
@@ -152,6 +166,8 @@ class Trainer:
             self.save()  # the start is resumable too: an interrupted first epoch resumes into the same run
         while self.state.epoch < self.settings.epochs:
             train_metrics = self.train_epoch()
+            if self.parallel is not None:
+                self.parallel.sync_buffers()  # every rank evaluates (and rank 0 saves) rank 0's buffers
             val = self.evaluate(self.splits.val)
             test = self.evaluate(self.splits.test)
             epoch = self.state.epoch
@@ -161,7 +177,7 @@ class Trainer:
             metrics = {**train_metrics, **{names.accuracy("val", h): v for h, v in val.items()}}
             metrics.update({names.accuracy("test", h): v for h, v in test.items()})
             metrics[names.LR] = self.optimizer.param_groups[0]["lr"]
-            metrics.update({names.skipped(split): float(n) for split, n in self.splits.skipped().items()})
+            metrics.update({names.skipped(split): float(n) for split, n in self._skipped_samples().items()})
             if self.scheduler is not None:
                 self.scheduler.step()
             self.state.epoch += 1
@@ -185,7 +201,7 @@ class Trainer:
         if self.engine.plan is None and not self._engines:
             self._engines[losses] = self.engine
         if losses not in self._engines:
-            self._engines[losses] = GradientEngine(self.model, self.integrator)
+            self._engines[losses] = GradientEngine(self.model, self.integrator, reducer=self.engine.reducer)
         return self._engines[losses]
 
     def train_epoch(self) -> dict[str, float]:
@@ -200,20 +216,21 @@ class Trainer:
         sums: dict[str, float] = defaultdict(float)
         count = 0
         self.skipped_steps = 0
-        batches = iterate_batches(dataset, self.settings.batch_size, True, self.shuffle, self.settings.num_workers)
-        show = sys.stderr.isatty() if self.settings.progress is None else self.settings.progress
+        batches = self._train_batches(dataset)
+        show = self.main and (sys.stderr.isatty() if self.settings.progress is None else self.settings.progress)
         bar = tqdm(total=total, desc=f"epoch {self.state.epoch}", disable=not show, leave=False)
         for index, (inputs, labels) in enumerate(batches):
             if index >= total:
                 break
             inputs, labels = _to(inputs, labels, self.device)
             losses = self.train_step(inputs, labels, index, total)
+            size = labels.shape[0] * self.world_size  # the global batch (equal shards)
             if self._skipped:  # skip_step: no update, not in the epoch's mean loss
                 self.skipped_steps += 1
             else:
                 for name, value in losses.items():
-                    sums[name] += value * labels.shape[0]
-                count += labels.shape[0]
+                    sums[name] += value * size
+                count += size
             self.state.step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{sum(losses.values()):.3f}")
@@ -229,45 +246,77 @@ class Trainer:
                 )
         return metrics
 
+    def _train_batches(self, dataset: MultimodalDataset) -> Any:
+        if self.parallel is None:
+            return iterate_batches(dataset, self.settings.batch_size, True, self.shuffle, self.settings.num_workers)
+        settings = self.settings
+        return sharded_train_batches(
+            dataset, settings.batch_size, self.parallel.rank, self.world_size, self.shuffle, settings.num_workers
+        )
+
+    def _eval_batches(self, dataset: MultimodalDataset) -> Any:
+        size, workers = self.settings.eval_batch_size, self.settings.num_workers
+        if self.parallel is None:
+            return iterate_batches(dataset, size, False, None, workers)
+        return sharded_eval_batches(dataset, size, self.parallel.rank, self.world_size, workers)
+
+    def _skipped_samples(self) -> dict[str, int]:
+        skipped = self.splits.skipped()
+        if self.parallel is None or not skipped:
+            return skipped
+        return dict(zip(skipped, (int(n) for n in self.parallel.context.sum(list(skipped.values()))), strict=True))
+
     def train_step(self, inputs: dict[str, Tensor], labels: Tensor, index: int = 0, total: int = 1) -> dict[str, float]:
         """One optimisation step at ``state.step``, with its statistics (logged in one call each).
 
         The method's phases are sub-steps, each with its own forward pass, backward and update
         (one, ``None``, unless the method alternates). The returned per-head losses are the plain
-        losses of the first sub-step (before the method reweights them). The probe's covariance
-        traces, when due, are taken after the update (parameters as the next step sees them, this
-        step's gradients already freed) and logged at this step.
+        losses of the first sub-step (before the method reweights them); on several ranks, their
+        means over the ranks, reduced with the gradients (a non-finite loss on any rank then shows
+        there after the shared backward). The probe's covariance traces, when due, are taken after
+        the update (parameters as the next step sees them, this step's gradients already freed)
+        and logged at this step (by rank 0 alone: the ranks' parameters are identical).
         """
         step = self.state.step
+        need = self.statistics.wants_step(step)
         self._skipped = False
         plain: dict[str, float] | None = None
         decisions = []
         engine = self.engine
         for phase in self.method.phases(self.state.epoch):
-            features = self.model.encode(inputs)
-            logits = self.model.classify(features, detach_unimodal=self.loss.detach_unimodal)
-            view = StepView(self.model, features, logits, labels, self.state.epoch, step, index, total, phase)
-            logits = self.method.training_logits(view)
-            losses = self.loss(logits, labels)
-            if plain is None:
-                plain = {name: float(value.detach()) for name, value in losses.items()}
-            losses = self.method.losses(view, losses)
-            if not self._finite(losses.values()):
-                self._nonfinite(step, losses, "loss")
+            if self.parallel is not None and engine.summed_step(need):  # DDP: one all-reduce
+                plain = self.parallel.summed_step(inputs, labels, self.loss, self.loss.detach_unimodal)
+                engine.scale_summed()
+            else:
+                features = self.model.encode(inputs)
+                logits = self.model.classify(features, detach_unimodal=self.loss.detach_unimodal)
+                view = StepView(self.model, features, logits, labels, self.state.epoch, step, index, total, phase)
+                logits = self.method.training_logits(view)
+                losses = self.loss(logits, labels)
+                if plain is None:
+                    plain = {name: float(value.detach()) for name, value in losses.items()}
+                losses = self.method.losses(view, losses)
+                if self.parallel is None and not self._finite(losses.values()):
+                    self._nonfinite(step, losses, "loss")
+                    return plain
+                engine = self.engine_for(tuple(losses))
+                decisions += engine.backward(features, losses, need_decisions=need)
+                if engine.mean_losses is not None:
+                    plain = engine.mean_losses
+                view.groups = engine.groups
+                self.method.after_backward(view)
+            if self.parallel is not None and not all(math.isfinite(v) for v in plain.values()):
+                self._nonfinite(step, plain, "loss")
                 return plain
-            engine = self.engine_for(tuple(losses))
-            decisions += engine.backward(features, losses, need_decisions=self.statistics.wants_step(step))
-            view.groups = engine.groups
-            self.method.after_backward(view)
             if not self._finite(p.grad for p in self.model.parameters() if p.grad is not None):
-                self._nonfinite(step, losses, "gradient")
+                self._nonfinite(step, plain, "gradient")
                 return plain
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         metrics = self.statistics.record_step(step, decisions)
-        if self.statistics.wants_step(step):
+        if need:
             metrics.update(self.method.decisions())
-        if self.statistics.wants_noise(step) and engine.plan is not None:
+        if self.main and self.statistics.wants_noise(step) and engine.plan is not None:
             metrics.update(self.statistics.noise(self.model, engine.plan, self.loss))
         self._log(metrics, step)
         return plain or {}
@@ -277,13 +326,13 @@ class Trainer:
         checks = [torch.isfinite(t.detach()).all() for t in tensors]
         return bool(torch.stack(checks).all()) if checks else True
 
-    def _nonfinite(self, step: int, losses: dict[str, Tensor], what: str) -> None:
+    def _nonfinite(self, step: int, losses: dict[str, Tensor] | dict[str, float], what: str) -> None:
         """``stop``: raise :class:`NonFiniteError`; ``skip_step``: drop the gradients, no update."""
         self.optimizer.zero_grad(set_to_none=True)
         if self.settings.on_nonfinite == "skip_step":
             self._skipped = True
             return
-        values = ", ".join(f"{name}={float(value.detach()):.6g}" for name, value in losses.items())
+        values = ", ".join(f"{name}={float(value):.6g}" for name, value in losses.items())
         raise NonFiniteError(
             f"non-finite {what} at step {step} (epoch {self.state.epoch}): losses {values}; "
             "the last checkpoint is from before it (trainer.on_nonfinite=skip_step skips such steps)"
@@ -301,13 +350,16 @@ class Trainer:
         self.model.eval()
         correct: dict[str, int] = defaultdict(int)
         seen = 0
-        for inputs, labels in iterate_batches(dataset, self.settings.eval_batch_size, False, None, self.settings.num_workers):
+        for inputs, labels in self._eval_batches(dataset):
             inputs, labels = _to(inputs, labels, self.device)
             outputs = self.method.predict(self.model(inputs))
             targets = head_labels(labels, tuple(outputs))
             for head, logits in outputs.items():
                 correct[head] += int((logits.argmax(dim=1) == targets[head]).sum())
             seen += labels.shape[0]
+        if self.parallel is not None:  # every rank evaluated its share: one sum of the counts
+            *counts, total = self.parallel.context.sum([*(correct[h] for h in self.heads), seen])
+            correct, seen = defaultdict(int, zip(self.heads, (int(c) for c in counts), strict=True)), int(total)
         accuracy = {head: correct[head] / max(seen, 1) for head in self.heads}
         if self.selection == MEAN:
             accuracy[MEAN] = sum(accuracy.values()) / len(accuracy)

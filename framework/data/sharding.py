@@ -1,0 +1,103 @@
+"""Which samples each rank of a data-parallel run trains and evaluates on.
+
+**Training: the global batch does not depend on the world size.** Every rank draws the same
+permutation of the train split from the run's seeded generator, exactly as the single-process
+loop does (:func:`~framework.data.base.iterate_batches`; through a ``DataLoader`` the same draws
+as its ``RandomSampler``), and cuts it into global batches of ``trainer.batch_size``. Rank ``r``
+of ``R`` takes the ``r``-th of ``R`` equal contiguous chunks of each global batch. So for a given
+seed, the union of the ranks' shards is the global batch a single process trains on, whatever
+``R`` is.
+
+**Equal shards.** ``trainer.batch_size`` must be a multiple of ``R`` (checked by
+:func:`framework.validation.validate`). A last, partial global batch is trimmed to a multiple of
+``R`` (at most ``R - 1`` samples of the epoch left out; none for one process) and dropped if less
+than ``R`` samples remain. Every rank's shard of a step then has the same size, which is what
+makes the mean over ranks of the per-shard mean-loss gradients equal to the gradient of the global
+batch's mean loss.
+
+**Evaluation** is split too: rank ``r`` evaluates samples ``r, r + R, ...`` (every sample once),
+and the ranks' counts are summed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from .base import Batch, MultimodalDataset, TensorMultimodalDataset
+
+
+def shard_of(batch: Tensor, rank: int, world_size: int) -> Tensor:
+    """Rank ``rank``'s equal contiguous part of the global ``batch`` of indices (trimmed to a
+    multiple of ``world_size``)."""
+    per_rank = batch.numel() // world_size
+    return batch[rank * per_rank : (rank + 1) * per_rank]
+
+
+class ShardedBatches:
+    """A batch sampler: this rank's shard of every global batch of an epoch.
+
+    ``like_loader``: also make the generator draw that a ``DataLoader``'s ``RandomSampler`` makes
+    when it runs out (a second permutation), so that the generator, checkpointed with the run,
+    is in the single-process state at the end of every epoch.
+    """
+
+    def __init__(
+        self, size: int, batch_size: int, rank: int, world_size: int, generator: torch.Generator, like_loader: bool
+    ) -> None:
+        if batch_size % world_size:
+            raise ValueError(f"trainer.batch_size={batch_size}: must be a multiple of the world size {world_size}")
+        self.size, self.batch_size, self.rank, self.world_size = size, batch_size, rank, world_size
+        self.generator, self.like_loader = generator, like_loader
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.size, self.batch_size)
+        return full + int(rest >= self.world_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = torch.randperm(self.size, generator=self.generator)
+        starts = range(0, self.size, self.batch_size)
+        for start in starts:
+            last = start == starts[-1]
+            partial = start + self.batch_size > self.size
+            if last and partial and self.like_loader:  # RandomSampler runs out before a partial batch
+                torch.randperm(self.size, generator=self.generator)
+            shard = shard_of(order[start : start + self.batch_size], self.rank, self.world_size)
+            if shard.numel():
+                yield shard.tolist()
+        if self.like_loader and self.size % self.batch_size == 0:
+            torch.randperm(self.size, generator=self.generator)  # ... or on the request after a full one
+
+
+def sharded_train_batches(
+    dataset: MultimodalDataset,
+    batch_size: int,
+    rank: int,
+    world_size: int,
+    generator: torch.Generator,
+    num_workers: int = 0,
+) -> Iterator[Batch]:
+    """This rank's shard of each global training batch of one epoch (shuffled by ``generator``)."""
+    if isinstance(dataset, TensorMultimodalDataset):
+        for shard in ShardedBatches(len(dataset), batch_size, rank, world_size, generator, like_loader=False):
+            yield dataset.batch(torch.tensor(shard, dtype=torch.long))
+        return
+    sampler = ShardedBatches(len(dataset), batch_size, rank, world_size, generator, like_loader=True)
+    loader = DataLoader(dataset, batch_sampler=sampler, generator=generator, num_workers=num_workers)
+    yield from loader
+
+
+def sharded_eval_batches(
+    dataset: MultimodalDataset, batch_size: int, rank: int, world_size: int, num_workers: int = 0
+) -> Iterator[Batch]:
+    """Samples ``rank, rank + world_size, ...`` of ``dataset`` in order, in batches of ``batch_size``."""
+    indices = torch.arange(rank, len(dataset), world_size)
+    chunks = list(indices.split(batch_size))
+    if isinstance(dataset, TensorMultimodalDataset):
+        for chunk in chunks:
+            yield dataset.batch(chunk)
+        return
+    yield from DataLoader(dataset, batch_sampler=[c.tolist() for c in chunks], num_workers=num_workers)
