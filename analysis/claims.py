@@ -63,7 +63,9 @@ class Comparison:
         (ma, sa, na), (mb, sb, nb) = self.a, self.b
         fmt = lambda m, s: f"{m:.{digits}f}" + ("" if math.isnan(s) else f" ± {s:.{digits}f}")  # noqa: E731
         se = f", {self.diff / self.se:.1f} SE" if self.se and not math.isnan(self.se) and self.se > 0 else ""
-        text = f"{self.a_name} {fmt(ma, sa)} vs {self.b_name} {fmt(mb, sb)} (n={na}/{nb}): Δ {self.diff:+.{digits}f}{se}"
+        text = (
+            f"{self.a_name} {fmt(ma, sa)} vs {self.b_name} {fmt(mb, sb)} (n={na}/{nb}): Δ {self.diff:+.{digits}f}{se}"
+        )
         return text + (f"; {self.note}" if self.note else "")
 
 
@@ -81,7 +83,7 @@ class ClaimResult:
         out = asdict(self)
         for c in out["comparisons"]:
             c["measured"] = None
-        for c, comp in zip(out["comparisons"], self.comparisons):
+        for c, comp in zip(out["comparisons"], self.comparisons, strict=False):
             c["measured"] = comp.measured()
         return out
 
@@ -114,7 +116,7 @@ def compare(claim: int, what: str, a_name: str, a: Sequence[float], b_name: str,
 def compare_paired(claim: int, what: str, a_name: str, a: Sequence[float], b_name: str, b: Sequence[float],
                    primary: bool = True) -> Comparison:  # fmt: skip
     """Paired (the same runs): is a_i > b_i on average, beyond the spread of the differences?"""
-    pairs = [(x, y) for x, y in zip(a, b) if not (math.isnan(x) or math.isnan(y))]
+    pairs = [(x, y) for x, y in zip(a, b, strict=False) if not (math.isnan(x) or math.isnan(y))]
     if not pairs:
         return Comparison(claim, what, a_name, b_name, (math.nan,) * 2 + (0,), (math.nan,) * 2 + (0,), math.nan,
                           math.nan, NOT_MEASURED, primary, "not logged")  # fmt: skip
@@ -161,7 +163,7 @@ class ClaimChecker:
     @property
     def setting_text(self) -> str:
         params = self.runset.swept.get(self.dataset, [])
-        return ", ".join(f"{p}={v}" for p, v in zip(params, self.setting)) or "all runs"
+        return ", ".join(f"{p}={v}" for p, v in zip(params, self.setting, strict=False)) or "all runs"
 
     def result(self, claim: int, statement: str, comparisons: list[Comparison], notes: list[str] = (),
                verdict: str | None = None) -> ClaimResult:  # fmt: skip
@@ -231,7 +233,9 @@ class ClaimChecker:
                     if kind == COV_TRACE and comp.verdict == NOT_MEASURED:
                         comp.primary = False
                     if comp.verdict != NOT_MEASURED:
-                        ratio = [x / y for x, y in zip(mm, un) if y and not (math.isnan(x) or math.isnan(y))]
+                        ratio = [
+                            x / y for x, y in zip(mm, un, strict=False) if y and not (math.isnan(x) or math.isnan(y))
+                        ]
                         comp.note += f"; ratio multimodal/unimodal {np.mean(ratio):.3f}" if ratio else ""
                     comps.append(comp)
         notes = [f"measured on {name} ({_runs(len(runs))}), averaged over epochs (norm, spread) or probes (tr Cov)"]
@@ -249,7 +253,9 @@ class ClaimChecker:
             out["late"].append(100 * float(flags.loc[flags["frac"] >= LATE, "conflict"].mean()))
             out["all"].append(100 * float(flags["conflict"].mean()))
             total = flags["conflict"].sum()
-            out["first_half"].append(100 * float(flags.loc[flags["frac"] < 0.5, "conflict"].sum() / total) if total else math.nan)
+            out["first_half"].append(
+                100 * float(flags.loc[flags["frac"] < 0.5, "conflict"].sum() / total) if total else math.nan
+            )
         return out
 
     def claim4(self) -> ClaimResult:
@@ -258,7 +264,9 @@ class ClaimChecker:
         notes = [f"measured on {name} ({_runs(len(runs))}); early = first third of training steps, late = last third"]
         for group in sorted({g for r in runs for g in r.groups()}):
             rates = self.conflict_rates(runs, group)
-            comp = compare_paired(4, f"{group}: conflict rate (%) early vs late", "early", rates["early"], "late", rates["late"])
+            comp = compare_paired(
+                4, f"{group}: conflict rate (%) early vs late", "early", rates["early"], "late", rates["late"]
+            )
             share = mean_std(rates["first_half"])
             if comp.verdict == NOT_HELD and mean_std(rates["all"])[0] == 0:
                 comp.note += "; no conflicts at all"

@@ -20,6 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 import numpy as np
 import pandas as pd
@@ -53,7 +54,7 @@ def _steps_per_epoch(histories: Histories, runs: list[RunRecord], key: str) -> f
     return float(np.median(values)) if values else None
 
 
-def _save(fig, path: Path, tight: bool = False) -> Path:
+def _save(fig: Figure, path: Path, tight: bool = False) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight" if tight else None)
     plt.close(fig)
@@ -67,7 +68,7 @@ def cosine_figure(runset: RunSet, histories: Histories, dataset: str, out: Path)
         return None
     palette = colors(runset, dataset)
     fig, axes = plt.subplots(1, len(pairs), figsize=(5.5 * len(pairs), 4), squeeze=False)
-    for ax, (group, pair) in zip(axes[0], pairs):
+    for ax, (group, pair) in zip(axes[0], pairs, strict=False):
         key = metric_names.grad(group, metric_names.COSINE, pair)
         for row, runs in rows.items():
             having = [r for r in runs if key in r.metrics]
@@ -75,7 +76,7 @@ def cosine_figure(runset: RunSet, histories: Histories, dataset: str, out: Path)
                 continue
             series = _mean_series([histories.get(r, key) for r in having])
             per_epoch = _steps_per_epoch(histories, having, key)
-            window = max(1, int(round(per_epoch / 2))) if per_epoch else max(1, len(series) // 50)
+            window = max(1, round(per_epoch / 2)) if per_epoch else max(1, len(series) // 50)
             smooth = series.rolling(window, center=True, min_periods=1).mean()
             x = series.index.to_numpy() / per_epoch if per_epoch else series.index.to_numpy()
             ax.plot(x, smooth.to_numpy(), color=palette[row], lw=1.4, label=runset.row_name(dataset, row))
@@ -105,14 +106,20 @@ def norm_histogram_figure(runset: RunSet, histories: Histories, dataset: str, ou
     columns = [k for k, runs in rows.items() if any(len(r.norm_groups().get(g, [])) > 1 for r in runs for g in groups)]
     if not groups or not columns:
         return None
-    fig, axes = plt.subplots(len(groups), len(columns), figsize=(max(6.0, 3.4 * len(columns)), 2.8 * len(groups)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(groups), len(columns), figsize=(max(6.0, 3.4 * len(columns)), 2.8 * len(groups)), squeeze=False
+    )
     for i, group in enumerate(groups):
         for j, row in enumerate(columns):
             ax = axes[i][j]
             runs = rows[row]
-            losses = sorted({loss for r in runs for loss in r.norm_groups().get(group, [])}, key=lambda n: (n != MULTIMODAL, n))
+            losses = sorted(
+                {loss for r in runs for loss in r.norm_groups().get(group, [])}, key=lambda n: (n != MULTIMODAL, n)
+            )
             keys = {loss: metric_names.grad(group, metric_names.NORM, loss) for loss in losses}
-            values = {loss: np.concatenate([_last_epoch(histories, r, key) for r in runs]) for loss, key in keys.items()}
+            values = {
+                loss: np.concatenate([_last_epoch(histories, r, key) for r in runs]) for loss, key in keys.items()
+            }
             pooled = np.concatenate([v[np.isfinite(v) & (v > 0)] for v in values.values()]) if values else np.array([])
             if pooled.size == 0:
                 ax.set_axis_off()
@@ -127,7 +134,9 @@ def norm_histogram_figure(runset: RunSet, histories: Histories, dataset: str, ou
             ax.set_title(f"{runset.row_name(dataset, row)}\n{group}", fontsize=8)
             ax.set_xlabel("|g| per batch")
             ax.legend(fontsize=6)
-    fig.suptitle(f"{dataset}: per-batch gradient norms per encoder\n(steps of the last epoch, all seeds; legend: mean ± std)")
+    fig.suptitle(
+        f"{dataset}: per-batch gradient norms per encoder\n(steps of the last epoch, all seeds; legend: mean ± std)"
+    )
     return _save(fig, out / f"{dataset}_grad_norm_hist.png")
 
 
@@ -141,7 +150,9 @@ def accuracy_bars_figure(table: Table, runset: RunSet, out: Path) -> Path | None
     keys = [tuple(str(frame[k].iloc[i]) for k in table.keys) for i in range(len(frame))]
     fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.2 * len(heads) * len(keys) / 2 + 4), 4.2), sharey=True)
     width = 0.8 / max(len(keys), 1)
-    for ax, kind, title in zip(axes, ("best", "last"), ("at the best-validation epoch", "at the last epoch")):
+    for ax, kind, title in zip(
+        axes, ("best", "last"), ("at the best-validation epoch", "at the last epoch"), strict=False
+    ):
         for i, key in enumerate(keys):
             means = [frame[f"{kind}_{h}_mean"].iloc[i] for h in heads]
             stds = [frame[f"{kind}_{h}_std"].iloc[i] for h in heads]
@@ -165,7 +176,7 @@ def conflict_rate_figure(runset: RunSet, histories: Histories, dataset: str, out
         return None
     palette = colors(runset, dataset)
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), squeeze=False)
-    for ax, group in zip(axes[0], groups):
+    for ax, group in zip(axes[0], groups, strict=False):
         key = metric_names.grad(group, metric_names.CONFLICT_RATE)
         for row, runs in rows.items():
             having = [r for r in runs if key in r.metrics]
@@ -213,7 +224,7 @@ def cov_trace_figure(runset: RunSet, histories: Histories, dataset: str, out: Pa
     fallback = dataset_steps_per_epoch(runset, histories, dataset)
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), squeeze=False)
     shown: list[tuple[str, ...]] = []
-    for ax, group in zip(axes[0], groups):
+    for ax, group in zip(axes[0], groups, strict=False):
         for row, runs in rows.items():
             for key, loss in [(k, traced[k][1]) for k in keys if traced[k][0] == group]:
                 having = [r for r in runs if key in r.metrics]

@@ -104,7 +104,7 @@ class RunSet:
 
     def row_name(self, dataset: str, key: tuple[str, ...]) -> str:
         """A legend entry for a row: the label, plus ``param=value`` for swept parameters."""
-        extra = [f"{short_param(p)}={v}" for p, v in zip(self.swept.get(dataset, []), key[1:])]
+        extra = [f"{short_param(p)}={v}" for p, v in zip(self.swept.get(dataset, []), key[1:], strict=False)]
         return ", ".join([key[0], *extra])
 
     def rows(self, dataset: str) -> Rows:
@@ -127,11 +127,11 @@ class RunSet:
         blocks = []
         params = self.swept.get(dataset, [])
         for groups in distinct:
-            inside = list(zip(*(k for k, s in group_sets.items() if s == groups)))[1:]  # per swept param
-            outside = list(zip(*(k for k, s in group_sets.items() if s and s != groups)))[1:]
+            inside = list(zip(*(k for k, s in group_sets.items() if s == groups), strict=False))[1:]  # per swept param
+            outside = list(zip(*(k for k, s in group_sets.items() if s and s != groups), strict=False))[1:]
             own = [
                 f"{short_param(p)}={mine[0]}"
-                for p, mine, theirs in zip(params, inside, outside)
+                for p, mine, theirs in zip(params, inside, outside, strict=False)
                 if len(set(mine)) == 1 and mine[0] not in theirs
             ]
             name = ", ".join(own) or "groups " + ", ".join(sorted(groups))
@@ -187,15 +187,18 @@ def swept_params(runs: Sequence[RunRecord]) -> tuple[list[str], dict[str, list[s
         if is_bookkeeping(name):
             continue
         having = [r for r in runs if name in r.params]
-        if having and all(r.params[name] == r.params.get("seed", r.seed) for r in having) and len(
-            {r.params[name] for r in having}
-        ) > 1:
+        if (
+            having
+            and all(r.params[name] == r.params.get("seed", r.seed) for r in having)
+            and len({r.params[name] for r in having}) > 1
+        ):
             continue  # interpolated from the seed, e.g. integrator.seed: ${seed}
         by_label: dict[str, set] = defaultdict(set)
         for r in runs:
             by_label[r.label].add(r.params.get(name))
         if any(len(values) > 1 for values in by_label.values()):
             candidates.append(name)
+
     # Parameters that vary together (trainer.epochs and scheduler.T_max): show one. The one shown
     # is set in every run if possible, and a _target_ (it names what differs) before the rest.
     def shown_first(name: str) -> tuple:

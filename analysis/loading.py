@@ -110,9 +110,7 @@ def _why_left_out(record: RunRecord) -> str | None:
     return record.status + (f": {error}" if error else "")
 
 
-def load_runs(
-    client: MlflowClient, experiments: Sequence[str], filters: Sequence[Filter] = ()
-) -> RunSet:
+def load_runs(client: MlflowClient, experiments: Sequence[str], filters: Sequence[Filter] = ()) -> RunSet:
     """All runs of ``experiments`` that pass ``filters``, split into counted and excluded."""
     ids: dict[str, str] = {}
     for name in experiments:

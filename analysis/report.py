@@ -31,6 +31,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from mlflow.tracking import MlflowClient
@@ -108,19 +109,22 @@ class Report:
 
     def markdown(self, title: str) -> str:
         s = self.sections()
-        return "\n\n".join(
-            [
-                f"# {title}",
-                "## Runs\n\n" + s["runs"],
-                "## Test accuracy\n\n" + s["accuracy"],
-                self.claims_md.strip(),
-                "## Conflict rate, early and late\n\n" + s["conflicts"],
-                "## Gradient size and noise\n\n" + s["noise"],
-                "## What the imbalance methods decided\n\n" + s["decisions"],
-                "## Figures\n\n" + s["figures"],
-                "## Runs left out (FAILED, KILLED, unfinished, superseded)\n\n" + s["excluded"],
-            ]
-        ) + "\n"
+        return (
+            "\n\n".join(
+                [
+                    f"# {title}",
+                    "## Runs\n\n" + s["runs"],
+                    "## Test accuracy\n\n" + s["accuracy"],
+                    self.claims_md.strip(),
+                    "## Conflict rate, early and late\n\n" + s["conflicts"],
+                    "## Gradient size and noise\n\n" + s["noise"],
+                    "## What the imbalance methods decided\n\n" + s["decisions"],
+                    "## Figures\n\n" + s["figures"],
+                    "## Runs left out (FAILED, KILLED, unfinished, superseded)\n\n" + s["excluded"],
+                ]
+            )
+            + "\n"
+        )
 
 
 def build_report(client: MlflowClient, experiments: list[str], out: Path, filters: list[Filter] = ()) -> Report:
@@ -134,12 +138,17 @@ def build_report(client: MlflowClient, experiments: list[str], out: Path, filter
     claims_md, claims = claim_checks(runset, histories)
     report = Report(out, runset, accuracy, conflicts, noise, decisions, claims_md, claims)
     files: list[Path] = []
-    for stem, tables in (("accuracy", accuracy), ("conflicts", conflicts), ("gradient_noise", noise), ("decisions", decisions)):
+    for stem, tables in (
+        ("accuracy", accuracy),
+        ("conflicts", conflicts),
+        ("gradient_noise", noise),
+        ("decisions", decisions),
+    ):
         files += [Path(p) for p in write_tables(tables, str(out / stem)).values()]
     (out / "claims.md").write_text(claims_md)
     (out / "claims.json").write_text(json.dumps(_finite([c.to_dict() for c in claims]), indent=1))
     files += [out / "claims.md", out / "claims.json"]
-    for dataset, table in zip(runset.datasets, accuracy):
+    for dataset, table in zip(runset.datasets, accuracy, strict=False):
         made = [
             figures.cosine_figure(runset, histories, dataset, out),
             figures.norm_histogram_figure(runset, histories, dataset, out),
@@ -157,7 +166,7 @@ def build_report(client: MlflowClient, experiments: list[str], out: Path, filter
     return report
 
 
-def _finite(value):
+def _finite(value: Any) -> Any:
     """NaN and infinities -> None, so that the JSON is valid."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
@@ -177,7 +186,9 @@ def _runs_frame(runset: RunSet) -> pd.DataFrame:
         r = e.run
         rows.append({"experiment": r.experiment, "dataset": r.dataset, "run": r.name, "run_id": r.run_id,
                      "label": r.label, "seed": r.seed, "status": r.status, "counted": False, "reason": e.reason})  # fmt: skip
-    return pd.DataFrame(rows, columns=["experiment", "dataset", "run", "run_id", "label", "seed", "status", "counted", "reason"])
+    return pd.DataFrame(
+        rows, columns=["experiment", "dataset", "run", "run_id", "label", "seed", "status", "counted", "reason"]
+    )
 
 
 def log_summary_run(client: MlflowClient, report: Report, experiments: list[str], filters: list[Filter],
@@ -232,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                         help="keep runs whose param or tag KEY equals VALUE (params.KEY / tags.KEY to say which; "
                              "repeat a key for alternatives)")  # fmt: skip
-    parser.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db")
+    parser.add_argument(
+        "--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db"
+    )
     parser.add_argument("--no-summary-run", action="store_true", help="do not log the summary run to MLflow")
     parser.add_argument("--summary-experiment", default=None, help="experiment of the summary run (default: the first)")
     parser.add_argument("--writeup", type=Path, default=None, help="Markdown file whose report:NAME sections to fill")

@@ -62,7 +62,10 @@ class Table:
 
     def markdown(self) -> str:
         heads = [self.headers.get(k, k) for k in self.keys] + ["n"] + [self.headers.get(s, s) for s in self.stats]
-        lines = ["| " + " | ".join(heads) + " |", "|" + "|".join(["---"] * len(self.keys) + ["--:"] * (1 + len(self.stats))) + "|"]
+        lines = [
+            "| " + " | ".join(heads) + " |",
+            "|" + "|".join(["---"] * len(self.keys) + ["--:"] * (1 + len(self.stats))) + "|",
+        ]
         best = {s: self.best_rows(s) for s in self.stats}
         for i in range(len(self.frame)):
             cells = [str(self.frame[k].iloc[i]) for k in self.keys] + [str(int(self.frame["n"].iloc[i]))]
@@ -122,7 +125,7 @@ def accuracy_table(runset: RunSet, dataset: str) -> Table:
         headers[f"last_{h}"] = f"{name} (last)"
     records = []
     for key, runs in runset.rows(dataset).items():
-        row: dict = dict(zip(keys, key))
+        row: dict = dict(zip(keys, key, strict=False))
         row["n"] = len(runs)
         row["seeds"] = " ".join(r.seed for r in runs)
         for h in heads:
@@ -207,7 +210,7 @@ def conflict_table(
     for key, runs in rows.items():
         if not any(r.groups() for r in runs):
             continue  # one-joint-loss: no shared group, nothing to conflict
-        row: dict = dict(zip(keys, key))
+        row: dict = dict(zip(keys, key, strict=False))
         row["n"] = len(runs)
         for g in groups:
             per_run: dict[str, list[float]] = {"early": [], "late": [], "all": [], "first_half": []}
@@ -276,7 +279,7 @@ def noise_table(
             headers[f"{g}:{kind}:{loss}"] = f"{g} {title} {loss}"
     records = []
     for key, runs in rows.items():
-        row: dict = dict(zip(keys, key))
+        row: dict = dict(zip(keys, key, strict=False))
         row["n"] = len(runs)
         for g, loss in pairs:
             for kind, _ in kinds:
@@ -320,7 +323,7 @@ def decisions_table(runset: RunSet, histories: Histories, dataset: str) -> Table
     for key, runs in rows.items():
         if not any(is_method_decision(k) for r in runs for k in r.metrics):
             continue
-        row: dict = dict(zip(keys, key))
+        row: dict = dict(zip(keys, key, strict=False))
         row["n"] = len(runs)
         for k in decisions:
             values = [_mean(histories.get(r, k)["value"]) for r in runs if k in r.metrics]
@@ -354,4 +357,3 @@ def write_tables(tables: Sequence[Table], stem: str) -> dict[str, str]:
         f.write("% needs \\usepackage{booktabs}\n" + tex + "\n")
     csv.to_csv(paths["csv"], index=False, float_format="%.6g")
     return paths
-

@@ -162,7 +162,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if checkpoint is not None:
             trainer.load_state_dict(checkpoint)
             why = "requeued job" if requeued and not cfg.resume else "resume=true"
-            log.info("%s: resuming run %s from %s at epoch %d", why, tracker.run_id, checkpoint_path, trainer.state.epoch)
+            log.info(
+                "%s: resuming run %s from %s at epoch %d", why, tracker.run_id, checkpoint_path, trainer.state.epoch
+            )
             del checkpoint
         results = trainer.fit()
         tracker.log_metrics(results, step=trainer.state.epoch)

@@ -57,8 +57,12 @@ def draw(group: str, data: dict[str, list[tuple[int, float]]], path: Path) -> No
         if kind == names.CONFLICT_RATE:
             chosen = {kind: data.get(names.grad(group, kind), [])}
         else:
-            chosen = {loss: data[key] for key in sorted(data) if (p := names.parse_grad(key, kind)) and p[0] == group
-                      for loss in [p[1]]}
+            chosen = {
+                loss: data[key]
+                for key in sorted(data)
+                if (p := names.parse_grad(key, kind)) and p[0] == group
+                for loss in [p[1]]
+            }
         for label, values in chosen.items():
             if values:
                 steps, ys = zip(*values, strict=True)

@@ -55,7 +55,7 @@ ERROR_TAG = "error"
 # metric charts; an experiment without the tag opens in the GenAI (traces) view.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
-SEND_TIMEOUT_S = 10          # one HTTP attempt per send while the server may be gone
+SEND_TIMEOUT_S = 10  # one HTTP attempt per send while the server may be gone
 BACKOFF_START_S, BACKOFF_MAX_S = 1.0, 30.0
 # store answers that no retry changes (the rest - connection errors, time-outs, 5xx - are outages)
 PERMANENT_ERRORS = {"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "RESOURCE_DOES_NOT_EXIST", "INVALID_STATE"}
@@ -154,15 +154,15 @@ class RunTracker:
         self.experiment_id: str = run.info.experiment_id
         mark_model_training(self.client, self.experiment_id)
         self._pending: list[Metric] = []
-        self._unsure: list[Metric] | None = None   # a batch whose send errored: maybe stored
+        self._unsure: list[Metric] | None = None  # a batch whose send errored: maybe stored
         self._retry_at = 0.0
         self._backoff = BACKOFF_START_S
-        self.outages = 0                            # failed sends (for logs and tests)
+        self.outages = 0  # failed sends (for logs and tests)
         self._journal_path = spool_dir() / f"{self.run_id}.jsonl"
         self._journal: Any = None
         self._open_journal(experiment, run.info.run_name or run_name)
         if run_id is None and tags:
-            self._write({"tags": {k: str(v) for k, v in tags.items()}})   # a replay into a fresh store sets them
+            self._write({"tags": {k: str(v) for k, v in tags.items()}})  # a replay into a fresh store sets them
 
     # -- the journal: every point and the run's end, for the spool --------------------------------
 
@@ -180,8 +180,16 @@ class RunTracker:
         if self._journal is None:
             log.warning("no MLflow journal in %s", self._journal_path.parent)
             return
-        self._write({"run": {"run_id": self.run_id, "experiment": experiment, "run_name": run_name,
-                             "tracking_uri": self.tracking_uri}})
+        self._write(
+            {
+                "run": {
+                    "run_id": self.run_id,
+                    "experiment": experiment,
+                    "run_name": run_name,
+                    "tracking_uri": self.tracking_uri,
+                }
+            }
+        )
 
     def _write(self, record: Mapping[str, Any]) -> None:
         if self._journal is not None:
@@ -196,7 +204,7 @@ class RunTracker:
         if not keep:
             self._journal_path.unlink(missing_ok=True)
             with suppress(OSError):
-                self._journal_path.parent.rmdir()   # only when empty
+                self._journal_path.parent.rmdir()  # only when empty
 
     def journal_points(self) -> list[Metric]:
         """Every metric point this process logged for the run (from its journal)."""
@@ -253,8 +261,12 @@ class RunTracker:
                 raise
             self.outages += 1
             self._retry_at = time.monotonic() + self._backoff
-            log.warning("MLflow unreachable (%s): %d metric points kept, retry in %.0f s",
-                        str(error).splitlines()[0][:200], self.unsent, self._backoff)
+            log.warning(
+                "MLflow unreachable (%s): %d metric points kept, retry in %.0f s",
+                str(error).splitlines()[0][:200],
+                self.unsent,
+                self._backoff,
+            )
             self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
             return False
         if self.outages and self._backoff > BACKOFF_START_S:
@@ -310,9 +322,15 @@ class RunTracker:
                 break
             time.sleep(min(self._backoff, max(0.0, deadline - time.monotonic()), 5.0))
         self._close_journal(keep=True)
-        log.error("MLflow server gone at the end of run %s: %s kept its metrics and end status %s; send them with: "
-                  "python -m framework.tracking replay %s --tracking-uri %s",
-                  self.run_id, self._journal_path, status, self._journal_path, self.tracking_uri)
+        log.error(
+            "MLflow server gone at the end of run %s: %s kept its metrics and end status %s; send them with: "
+            "python -m framework.tracking replay %s --tracking-uri %s",
+            self.run_id,
+            self._journal_path,
+            status,
+            self._journal_path,
+            self.tracking_uri,
+        )
         return False
 
     @property
@@ -536,8 +554,14 @@ def replay(path: str | Path, tracking_uri: str | None = None) -> dict[str, Any]:
     if spool.end is None:
         client.set_tag(new_id, ERROR_TAG, "the process ended before its run did (replayed from a spool without an end)")
     client.set_terminated(new_id, status=end["status"], end_time=end.get("end_time"))
-    return {"run_id": new_id, "created": created, "sent": len(missing), "points": len(spool.metrics),
-            "status": end["status"], "tracking_uri": uri}
+    return {
+        "run_id": new_id,
+        "created": created,
+        "sent": len(missing),
+        "points": len(spool.metrics),
+        "status": end["status"],
+        "tracking_uri": uri,
+    }
 
 
 class PrepareTrackingStore(Callback):
@@ -555,8 +579,9 @@ def cli(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     command = commands.add_parser("replay", help="send runs' spools (mlflow_spool/<run id>.jsonl) into a store")
     command.add_argument("spool", nargs="+", type=Path)
-    command.add_argument("--tracking-uri", default=None,
-                         help="the store (default: the run's own, as its spool records)")
+    command.add_argument(
+        "--tracking-uri", default=None, help="the store (default: the run's own, as its spool records)"
+    )
     command.add_argument("--keep", action="store_true", help="keep each spool after it was replayed")
     args = parser.parse_args(argv)
     for path in args.spool:

@@ -26,30 +26,46 @@ def load_line(when: str) -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
     cores = os.cpu_count() or 1
     limit = 0.5 * cores if when == "start" else cores + 0.5 * cores
-    warning = f" -- busy machine ({load:.1f} runnable tasks on {cores} cores): timings are unreliable" if load > limit else ""
+    warning = (
+        f" -- busy machine ({load:.1f} runnable tasks on {cores} cores): timings are unreliable" if load > limit else ""
+    )
     return f"load average at {when}: {load:.2f}{warning}"
 
 
 def table(results: dict[str, dict[str, dict[str, float]]]) -> str:
-    lines = [f"| {'model':<18} | {'variant':<24} | {'step_ms':>9} | {'peak_mb':>8} | {'ratio_to_sum':>12} |", "|" + "|".join(["-" * 20, "-" * 26, "-" * 11, "-" * 10, "-" * 14]) + "|"]
+    lines = [
+        f"| {'model':<18} | {'variant':<24} | {'step_ms':>9} | {'peak_mb':>8} | {'ratio_to_sum':>12} |",
+        "|" + "|".join(["-" * 20, "-" * 26, "-" * 11, "-" * 10, "-" * 14]) + "|",
+    ]
     for model, by_variant in results.items():
         for variant, r in by_variant.items():
-            lines.append(f"| {model:<18} | {variant:<24} | {r['step_ms']:>9.1f} | {r['peak_mb']:>8.1f} | {r['ratio_to_sum']:>12.3f} |")
+            lines.append(
+                f"| {model:<18} | {variant:<24} | {r['step_ms']:>9.1f} | {r['peak_mb']:>8.1f} | {r['ratio_to_sum']:>12.3f} |"
+            )
     return "\n".join(lines)
 
 
-def cross_model_table(results: dict[str, dict[str, dict[str, float]]], cases: dict[str, ModelCase], base: str = "resnet18_av") -> str:
+def cross_model_table(
+    results: dict[str, dict[str, dict[str, float]]], cases: dict[str, ModelCase], base: str = "resnet18_av"
+) -> str:
     """Step time of the models that train on the same batch as ``base``, relative to it, variant by
     variant; empty when there are none."""
     if base not in results:
         return ""
-    others = [m for m in results if m != base and cases[m].spec == cases[base].spec and cases[m].batch_size == cases[base].batch_size]
+    others = [
+        m
+        for m in results
+        if m != base and cases[m].spec == cases[base].spec and cases[m].batch_size == cases[base].batch_size
+    ]
     lines = []
     for model in others:
         shared = [v for v in results[model] if v in results[base]]
         if not shared:
             continue
-        lines += [f"| {'variant':<24} | {model + ' ms':>22} | {base + ' ms':>16} | {'ratio':>6} |", "|" + "|".join(["-" * 26, "-" * 24, "-" * 18, "-" * 8]) + "|"]
+        lines += [
+            f"| {'variant':<24} | {model + ' ms':>22} | {base + ' ms':>16} | {'ratio':>6} |",
+            "|" + "|".join(["-" * 26, "-" * 24, "-" * 18, "-" * 8]) + "|",
+        ]
         for v in shared:
             a, b = results[model][v]["step_ms"], results[base][v]["step_ms"]
             lines.append(f"| {v:<24} | {a:>22.1f} | {b:>16.1f} | {a / b:>6.3f} |")
@@ -67,8 +83,13 @@ def torchjd_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
             if theirs is None:
                 continue
             if not lines:
-                lines += [f"| {'model':<18} | {'variant':<12} | {'step_ms':>9} | {'torchjd ms':>10} | {'ratio':>6} |", "|" + "|".join(["-" * 20, "-" * 14, "-" * 11, "-" * 12, "-" * 8]) + "|"]
-            lines.append(f"| {model:<18} | {variant:<12} | {r['step_ms']:>9.1f} | {theirs['step_ms']:>10.1f} | {r['step_ms'] / theirs['step_ms']:>6.3f} |")
+                lines += [
+                    f"| {'model':<18} | {'variant':<12} | {'step_ms':>9} | {'torchjd ms':>10} | {'ratio':>6} |",
+                    "|" + "|".join(["-" * 20, "-" * 14, "-" * 11, "-" * 12, "-" * 8]) + "|",
+                ]
+            lines.append(
+                f"| {model:<18} | {variant:<12} | {r['step_ms']:>9.1f} | {theirs['step_ms']:>10.1f} | {r['step_ms'] / theirs['step_ms']:>6.3f} |"
+            )
     return "\n".join(lines)
 
 
@@ -77,16 +98,28 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--quick", action="store_true", help="tiny shapes, one round: seconds (for tests)")
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {', '.join(MODELS)}")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset (sum is always included)")
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help="comma-separated subset (sum is always included)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--rounds", type=int, help="override the rounds per model")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per variant first (the memory step follows)")
-    parser.add_argument("--world-size", type=int, default=1,
-                        help="N > 1: the data-parallel step on N gloo ranks, sum (DDP) against mmpareto (per-loss)")
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="untimed steps per variant first (the memory step follows)"
+    )
+    parser.add_argument(
+        "--world-size",
+        type=int,
+        default=1,
+        help="N > 1: the data-parallel step on N gloo ranks, sum (DDP) against mmpareto (per-loss)",
+    )
     args = parser.parse_args(argv)
     if args.world_size > 1:
         return _main_world(args, parser)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     variants = [v for v in args.variants.split(",") if v]
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
@@ -109,7 +142,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
         if args.rounds:
             case = dataclasses.replace(case, rounds=args.rounds, budget_s=math.inf)
         cases[name] = case
-        log(f"{name}: {len(case.variants(variants))} variants x {case.rounds} rounds x {case.steps_per_round} steps, batch {case.batch_size}, {device}, {torch.get_num_threads()} threads")
+        log(
+            f"{name}: {len(case.variants(variants))} variants x {case.rounds} rounds x {case.steps_per_round} steps, batch {case.batch_size}, {device}, {torch.get_num_threads()} threads"
+        )
         results[name] = bench_model(case, variants, device, args.warmup, log)
     log(load_line("end"))
     print(table(results))
@@ -138,8 +173,14 @@ def _main_world(args: argparse.Namespace, parser: argparse.ArgumentParser) -> di
         parser.error("--world-size runs on CPU ranks (gloo)")
     start = time.perf_counter()
     print(load_line("start"), file=sys.stderr, flush=True)
-    results = bench_world(models, args.world_size, args.quick, args.rounds, args.warmup,
-                          lambda message: print(message, file=sys.stderr, flush=True))
+    results = bench_world(
+        models,
+        args.world_size,
+        args.quick,
+        args.rounds,
+        args.warmup,
+        lambda message: print(message, file=sys.stderr, flush=True),
+    )
     print(load_line("end"), file=sys.stderr, flush=True)
     print(world_table(results, args.world_size))
     print(f"({time.perf_counter() - start:.0f} s; step_ms: median of interleaved steps, the slowest rank's)")

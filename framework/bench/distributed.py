@@ -45,8 +45,14 @@ def ring_bytes(payload: float, world_size: int) -> float:
 
 
 class _Runner:
-    def __init__(self, variant: str, template: torch.nn.Module, context: DistributedContext,
-                 inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> None:
+    def __init__(
+        self,
+        variant: str,
+        template: torch.nn.Module,
+        context: DistributedContext,
+        inputs: dict[str, torch.Tensor],
+        labels: torch.Tensor,
+    ) -> None:
         self.variant = variant
         self.model = copy.deepcopy(template)
         self.model.train()
@@ -77,8 +83,9 @@ class _Runner:
         return reducer_bytes / timed_steps + ddp
 
 
-def _worker(rank: int, world_size: int, store: str, out: str, models: list[str], quick: bool,
-            rounds: int | None, warmup: int) -> None:
+def _worker(
+    rank: int, world_size: int, store: str, out: str, models: list[str], quick: bool, rounds: int | None, warmup: int
+) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
     context = DistributedContext(rank, world_size, rank, torch.device("cpu"), "gloo", DistributedSettings())
@@ -127,27 +134,40 @@ def _worker(rank: int, world_size: int, store: str, out: str, models: list[str],
         dist.destroy_process_group()
 
 
-def bench_world(models: list[str], world_size: int, quick: bool, rounds: int | None, warmup: int,
-                log: Callable[[str], None]) -> dict[str, dict[str, dict[str, float]]]:
+def bench_world(
+    models: list[str], world_size: int, quick: bool, rounds: int | None, warmup: int, log: Callable[[str], None]
+) -> dict[str, dict[str, dict[str, float]]]:
     """Spawn ``world_size`` gloo ranks, time the variants on each model; rank 0's summary."""
-    log(f"{world_size} ranks (gloo, CPU, {max(1, (os.cpu_count() or 1) // world_size)} threads each): "
-        f"{', '.join(DISTRIBUTED_VARIANTS)} on {', '.join(models)}")
+    log(
+        f"{world_size} ranks (gloo, CPU, {max(1, (os.cpu_count() or 1) // world_size)} threads each): "
+        f"{', '.join(DISTRIBUTED_VARIANTS)} on {', '.join(models)}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "results.json"
-        mp.spawn(_worker, args=(world_size, str(Path(tmp) / "store"), str(out), models, quick, rounds, warmup),
-                 nprocs=world_size, join=True)
+        mp.spawn(
+            _worker,
+            args=(world_size, str(Path(tmp) / "store"), str(out), models, quick, rounds, warmup),
+            nprocs=world_size,
+            join=True,
+        )
         return json.loads(out.read_text())
 
 
 def world_table(results: dict[str, dict[str, dict[str, float]]], world_size: int) -> str:
-    lines = [f"| {'model':<18} | {'variant':<9} | {'path':<8} | {'step_ms':>9} | {'ratio_to_sum':>12} | "
-             f"{'MB/step/rank':>12} | {'ring8 MB/rank':>13} |",
-             "|" + "|".join(["-" * 20, "-" * 11, "-" * 10, "-" * 11, "-" * 14, "-" * 14, "-" * 15]) + "|"]
+    lines = [
+        f"| {'model':<18} | {'variant':<9} | {'path':<8} | {'step_ms':>9} | {'ratio_to_sum':>12} | "
+        f"{'MB/step/rank':>12} | {'ring8 MB/rank':>13} |",
+        "|" + "|".join(["-" * 20, "-" * 11, "-" * 10, "-" * 11, "-" * 14, "-" * 14, "-" * 15]) + "|",
+    ]
     for model, by_variant in results.items():
         for variant, r in by_variant.items():
             mb = r["bytes_per_step"] / 2**20
-            lines.append(f"| {model:<18} | {variant:<9} | {r['path']:<8} | {r['step_ms']:>9.1f} | "
-                         f"{r['ratio_to_sum']:>12.3f} | {mb:>12.2f} | {r['ring8_mb']:>13.2f} |")
-    lines.append(f"(world size {world_size}; MB/step/rank: all-reduce payload of one step; ring8: what a rank "
-                 "sends in a ring all-reduce on 8 GPUs, 2*7/8 x payload)")
+            lines.append(
+                f"| {model:<18} | {variant:<9} | {r['path']:<8} | {r['step_ms']:>9.1f} | "
+                f"{r['ratio_to_sum']:>12.3f} | {mb:>12.2f} | {r['ring8_mb']:>13.2f} |"
+            )
+    lines.append(
+        f"(world size {world_size}; MB/step/rank: all-reduce payload of one step; ring8: what a rank "
+        "sends in a ring all-reduce on 8 GPUs, 2*7/8 x payload)"
+    )
     return "\n".join(lines)

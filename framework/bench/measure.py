@@ -60,7 +60,11 @@ def measure_peak_mb(fn: Callable[[], None], held_bytes: Callable[[], int], devic
 
     with quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU]  # type: ignore[union-attr]
+    events = [
+        e
+        for e in prof.profiler.kineto_results.events()
+        if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU
+    ]  # type: ignore[union-attr]
     events.sort(key=lambda e: e.start_ns())
     live = peak = 0
     for e in events:

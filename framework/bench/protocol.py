@@ -17,7 +17,9 @@ from .measure import measure_peak_mb
 from .variants import make_runner
 
 
-def bench_model(case: ModelCase, variants: list[str], device: torch.device, warmup: int, log: Callable[[str], None]) -> dict[str, dict[str, float]]:
+def bench_model(
+    case: ModelCase, variants: list[str], device: torch.device, warmup: int, log: Callable[[str], None]
+) -> dict[str, dict[str, float]]:
     """``{variant: {"step_ms", "peak_mb", "ratio_to_sum"}}`` for the variants that apply to ``case``
     (the others are logged as not run)."""
     template = build_model(case)

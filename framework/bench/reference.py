@@ -42,12 +42,15 @@ def reference_style_step(
     group).
     """
     groups = {group: group.split(".", 1)[1] for group in model.parameter_groups()}
-    named = {group: [(n, p) for n, p in model.named_parameters() if n.startswith(f"encoders.{m}.")] for group, m in groups.items()}
+    named = {
+        group: [(n, p) for n, p in model.named_parameters() if n.startswith(f"encoders.{m}.")]
+        for group, m in groups.items()
+    }
     group_of = {n: group for group, params in named.items() for n, _ in params}
 
     def min_norm_2d(vecs: list[list[Tensor]]) -> list[float]:
         v11 = v12 = v22 = 0.0
-        for a, b in zip(vecs[0], vecs[1]):
+        for a, b in zip(vecs[0], vecs[1], strict=False):
             v12 += torch.mul(a, b).sum().item()
             v11 += torch.mul(a, a).sum().item()
             v22 += torch.mul(b, b).sum().item()

@@ -12,9 +12,28 @@ plus one config file ``conf/integrator/<name>.yaml``.
 
 # Each module registers itself; the registration order is the order of rows in reports.
 from . import (  # noqa: F401
-    sum, pcgrad, mgda, mmpareto, upgrad,
-    dualproj, cagrad, nash_mtl, imtl_g, aligned_mtl, gradvac, config, graddrop, fairgrad, excess_mtl, pcd,
-    trimmed_mean, random, mean, cr_mogm, modo, sdmgrad,
+    sum,
+    pcgrad,
+    mgda,
+    mmpareto,
+    upgrad,
+    dualproj,
+    cagrad,
+    nash_mtl,
+    imtl_g,
+    aligned_mtl,
+    gradvac,
+    config,
+    graddrop,
+    fairgrad,
+    excess_mtl,
+    pcd,
+    trimmed_mean,
+    random,
+    mean,
+    cr_mogm,
+    modo,
+    sdmgrad,
 )
 from .base import Decision, Integration, Integrator, MagnitudeRule, cosine_from_gram
 from .registry import INTEGRATORS, get_integrator, register

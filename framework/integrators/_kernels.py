@@ -26,7 +26,7 @@ def working_dtype(t: Tensor) -> torch.dtype:
     return torch.float32 if t.dtype in LOW_PRECISION else t.dtype
 
 
-class foreach:  # noqa: N801 - a namespace, used like a module
+class foreach:
     """The multi-tensor ops used here: one kernel launch per list instead of one per tensor.
 
     ``torch._foreach_*`` is private API, but it is what ``torch.optim``'s foreach optimizers run on,

@@ -95,7 +95,10 @@ class _TorchJDIntegrator(Integrator):
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"module": copy.deepcopy(self.module)}
         if self._rng is not None:
-            state["rng"] = {"cpu": self._rng.cpu.clone(), "cuda": None if self._rng.cuda is None else self._rng.cuda.clone()}
+            state["rng"] = {
+                "cpu": self._rng.cpu.clone(),
+                "cuda": None if self._rng.cuda is None else self._rng.cuda.clone(),
+            }
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

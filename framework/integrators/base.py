@@ -126,7 +126,9 @@ class Integrator(ABC):
         return self.fixed_weights(k)
 
     def set_magnitude(
-        self, magnitude: str | None = None, gamma: float = MAGNITUDE_DEFAULTS["gamma"],
+        self,
+        magnitude: str | None = None,
+        gamma: float = MAGNITUDE_DEFAULTS["gamma"],
         rescale: str = MAGNITUDE_DEFAULTS["rescale"],
     ) -> None:
         """Choose the magnitude rule (``none``, ``restore``, ``restore_gamma``; ``None``: the method's
@@ -156,7 +158,9 @@ class Integrator(ABC):
         k = len(grads)
         weights = self.weights(grams.sum(0)).detach().double().cpu()
         if weights.shape != (k,):
-            raise ValueError(f"{self.name or type(self).__name__}: weights must have shape ({k},), got {tuple(weights.shape)}")
+            raise ValueError(
+                f"{self.name or type(self).__name__}: weights must have shape ({k},), got {tuple(weights.shape)}"
+            )
         base, factor = accumulate(grads, weights, inplace)
         return base, factor, weights
 
@@ -167,7 +171,9 @@ class Integrator(ABC):
         shapes = [tuple(t.shape) for t in grads[0]]
         for i, row in enumerate(grads[1:], start=1):
             if [tuple(t.shape) for t in row] != shapes:
-                raise ValueError(f"the gradients of loss {i} have tensor shapes {[tuple(t.shape) for t in row]}, loss 0's {shapes}")
+                raise ValueError(
+                    f"the gradients of loss {i} have tensor shapes {[tuple(t.shape) for t in row]}, loss 0's {shapes}"
+                )
         grams = tensor_grams(grads)
         if len(grads) == 1:
             update = grads[0] if inplace else [g.clone() for g in grads[0]]

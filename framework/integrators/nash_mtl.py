@@ -54,7 +54,9 @@ class NashMTL(GramianWeightingIntegrator):
         self.update_weights_every = int(update_weights_every)
         self.optim_niter = int(optim_niter)
         aggregator = TorchjdNashMTL(
-            n_tasks=1, max_norm=self.max_norm, update_weights_every=self.update_weights_every,
+            n_tasks=1,
+            max_norm=self.max_norm,
+            update_weights_every=self.update_weights_every,
             optim_niter=self.optim_niter,
         )
         self._use(aggregator.weighting)

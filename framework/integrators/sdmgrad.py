@@ -32,7 +32,11 @@ class SDMGrad(GramianWeightingIntegrator):
     per_group_state: ClassVar[bool] = True
 
     def __init__(
-        self, lr: float = 10.0, momentum: float = 0.5, n_iter: int = 20, lambda_: float = 0.3,
+        self,
+        lr: float = 10.0,
+        momentum: float = 0.5,
+        n_iter: int = 20,
+        lambda_: float = 0.3,
         pref_vector: Sequence[float] | None = None,
     ) -> None:
         self.lr = float(lr)
@@ -41,12 +45,21 @@ class SDMGrad(GramianWeightingIntegrator):
         self.lambda_ = float(lambda_)
         self.pref_vector = None if pref_vector is None else [float(x) for x in pref_vector]
         preference = None if self.pref_vector is None else torch.tensor(self.pref_vector, dtype=torch.float64)
-        self._use(SDMGradWeighting(
-            lr=self.lr, momentum=self.momentum, n_iter=self.n_iter, lambda_=self.lambda_, pref_vector=preference,
-        ))
+        self._use(
+            SDMGradWeighting(
+                lr=self.lr,
+                momentum=self.momentum,
+                n_iter=self.n_iter,
+                lambda_=self.lambda_,
+                pref_vector=preference,
+            )
+        )
 
     def method_hparams(self) -> dict[str, Any]:
         return {
-            "lr": self.lr, "momentum": self.momentum, "n_iter": self.n_iter, "lambda_": self.lambda_,
+            "lr": self.lr,
+            "momentum": self.momentum,
+            "n_iter": self.n_iter,
+            "lambda_": self.lambda_,
             "pref_vector": self.pref_vector,
         }

@@ -79,7 +79,7 @@ class CrossModalBlock(nn.Module):
             self.norm_query = nn.LayerNorm(dim)
             self.norm_context = nn.LayerNorm(dim)
             self.cross_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
-        hidden = int(round(dim * mlp_ratio))
+        hidden = round(dim * mlp_ratio)
         self.norm_mlp = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
 
@@ -129,7 +129,9 @@ class CrossModalTransformer(MultimodalModel):
         )
         cross = len(self.modalities) > 1
         self.layers = nn.ModuleList(
-            nn.ModuleDict({m: CrossModalBlock(dim, heads, mlp_ratio, dropout, cross and i >= cross_from) for m in self.modalities})
+            nn.ModuleDict(
+                {m: CrossModalBlock(dim, heads, mlp_ratio, dropout, cross and i >= cross_from) for m in self.modalities}
+            )
             for i in range(depth)
         )
         self.norm = nn.ModuleDict({m: nn.LayerNorm(dim) for m in self.modalities})
@@ -150,9 +152,7 @@ class CrossModalTransformer(MultimodalModel):
     def encode(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
         tokens = {m: self.embed[m](inputs[m]) for m in self.modalities}
         for layer in self.layers:
-            tokens = {
-                m: layer[m](tokens[m], self._context(tokens, m)) for m in self.modalities
-            }
+            tokens = {m: layer[m](tokens[m], self._context(tokens, m)) for m in self.modalities}
         return {m: self.norm[m](tokens[m]).mean(dim=1) for m in self.modalities}
 
     def _context(self, tokens: dict[str, Tensor], modality: str) -> Tensor | None:

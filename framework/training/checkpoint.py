@@ -132,7 +132,7 @@ def current_job() -> str | None:
             import submitit
 
             return f"{executor}:{submitit.JobEnvironment().job_id}"
-        except Exception:  # noqa: BLE001 - an unknown environment is simply not a job
+        except Exception:
             return None
     if os.environ.get("SLURM_JOB_ID"):
         return f"slurm:{os.environ['SLURM_JOB_ID']}"

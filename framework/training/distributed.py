@@ -178,8 +178,9 @@ def init(settings: DistributedSettings, device_choice: str) -> DistributedContex
             signal.signal(signal.SIGTERM, _on_sigterm)
     if where.rank != 0:
         logging.getLogger("framework").setLevel(logging.WARNING)  # rank 0 reports
-    log.info("data parallel: %d ranks (%s), backend %s, rank 0 on %s",
-             where.world_size, where.launcher, backend, device)
+    log.info(
+        "data parallel: %d ranks (%s), backend %s, rank 0 on %s", where.world_size, where.launcher, backend, device
+    )
     return DistributedContext(where.rank, where.world_size, where.local_rank, device, backend, settings)
 
 
@@ -311,7 +312,7 @@ class DataParallel:
         device = self.context.device
         buffers = [b.clone() for b in self.model.buffers()]
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # leaves no trace:
-            losses = loss_fn(forward(inputs), labels)                                   # RNG and buffers
+            losses = loss_fn(forward(inputs), labels)  # RNG and buffers
             grads = torch.autograd.grad(torch.stack(list(losses.values())).sum(), params, allow_unused=True)
         with torch.no_grad():
             for b, saved in zip(self.model.buffers(), buffers, strict=True):

@@ -115,7 +115,13 @@ def covariance_traces(
                 fixed = {name: p.detach() for name, p in named.items() if name not in diff}
                 members = tuple(pack)
 
-                def sample_loss(params: dict[str, Tensor], x: dict[str, Tensor], y: Tensor) -> Tensor:
+                def sample_loss(
+                    params: dict[str, Tensor],
+                    x: dict[str, Tensor],
+                    y: Tensor,
+                    fixed: dict[str, Tensor] = fixed,
+                    members: tuple[str, ...] = members,
+                ) -> Tensor:
                     batch = {m: t.unsqueeze(0) for m, t in x.items()}
                     logits = functional_call(model, ({**fixed, **params}, buffers), (batch,), kwargs)
                     values = loss_fn(logits, y.unsqueeze(0))
@@ -127,7 +133,7 @@ def covariance_traces(
                     x = {m: t[start : start + step] for m, t in inputs.items()}
                     grads = per_sample(diff, x, labels[start : start + step])
                     for g in reached:
-                        for moment, name in zip(moments[g], names[g]):
+                        for moment, name in zip(moments[g], names[g], strict=False):
                             moment.add(grads[name].reshape(grads[name].shape[0], -1))
                     del grads
                 for g in reached:

@@ -116,7 +116,7 @@ class EpochStatistics:
             # cosine < 0 exactly when the Gram entry is < 0 (zero gradients have cosine 0)
             conflict = bool((gram[torch.triu_indices(k, k, offset=1).unbind()] < 0).any()) if k > 1 else False
             self._conflicts[group_decision.group].append(float(conflict))
-            for loss, norm in zip(group_decision.losses, group_decision.decision.norms.tolist()):
+            for loss, norm in zip(group_decision.losses, group_decision.decision.norms.tolist(), strict=False):
                 self._norms[(group_decision.group, loss)].append(norm)
 
     def summary(self) -> dict[str, float]:

@@ -190,7 +190,10 @@ class Trainer:
         return self.results()
 
     def results(self) -> dict[str, float]:
-        out = {names.BEST_EPOCH: float(self.state.best_epoch), names.accuracy("best/val", self.selection): self.state.best_val}
+        out = {
+            names.BEST_EPOCH: float(self.state.best_epoch),
+            names.accuracy("best/val", self.selection): self.state.best_val,
+        }
         out.update({names.best_test_accuracy(h): v for h, v in self.state.best_test.items()})
         out.update({names.last_test_accuracy(h): v for h, v in self.state.last_test.items()})
         return out

@@ -146,7 +146,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     crash = {"best/test/acc/multimodal": 0.99, "best/test/acc/strong": 0.99, "best/test/acc/weak": 0.99}
     result.failed.append(make_run(uri, "mmpareto", 3, crash, status="FAILED", histories=False))
     result.client.set_tag(result.failed[0], "error", "RuntimeError: boom")
-    result.unfinished.append(make_run(uri, "mmpareto", 4, {"val/acc/multimodal": 0.99}, status="RUNNING", histories=False))
+    result.unfinished.append(
+        make_run(uri, "mmpareto", 4, {"val/acc/multimodal": 0.99}, status="RUNNING", histories=False)
+    )
     return result
 
 

@@ -193,7 +193,12 @@ def test_swept_parameters_split_rows_and_bookkeeping_does_not(scratch, toy):
     runset = load_runs(MlflowClient(uri), [experiment])
     # integrator.seed repeats the seed, checkpoint.dir and device are bookkeeping.
     assert runset.swept == {"synthetic": ["optimizer.lr"]}
-    assert [k for k in runset.rows("synthetic")] == [("sum", "0.01"), ("sum", "0.1"), ("pcgrad", "0.01"), ("pcgrad", "0.1")]
+    assert [k for k in runset.rows("synthetic")] == [
+        ("sum", "0.01"),
+        ("sum", "0.1"),
+        ("pcgrad", "0.01"),
+        ("pcgrad", "0.1"),
+    ]
     assert "| Integrator | optimizer.lr | n |" in accuracy_table(runset, "synthetic").markdown()
 
 
@@ -242,7 +247,9 @@ def test_writeup_sections_are_filled_and_figures_linked_relative(store, tmp_path
     doc.parent.mkdir()
     doc.write_text("# Title\n\nprose\n\n<!-- report:accuracy -->\nold\n<!-- /report:accuracy -->\n\n"
                    "<!-- report:figures -->\n<!-- /report:figures -->\n\n<!-- report:unknown -->\nkeep\n<!-- /report:unknown -->\n")  # fmt: skip
-    report = build_report(MlflowClient(store.uri), [EXPERIMENT], tmp_path / "docs" / "out", [Filter.parse("label=mmpareto")])
+    report = build_report(
+        MlflowClient(store.uri), [EXPERIMENT], tmp_path / "docs" / "out", [Filter.parse("label=mmpareto")]
+    )
     filled = fill_writeup(doc, report.sections(relative_to=doc.parent))
     text = doc.read_text()
     assert filled == ["accuracy", "figures"]
@@ -313,7 +320,10 @@ def test_models_with_different_parameter_groups_get_one_conflict_and_noise_table
     groups' columns, named by what sets it apart, instead of one table with every group of both."""
     uri, experiment = scratch, "models_with_different_parameter_groups"
     rng = np.random.default_rng(7)
-    models = {"framework.models.LateFusionModel": "encoder", "framework.models.transformer.CrossModalTransformer": "embed"}
+    models = {
+        "framework.models.LateFusionModel": "encoder",
+        "framework.models.transformer.CrossModalTransformer": "embed",
+    }
     for target, prefix in models.items():
         for label in ("sum", "mmpareto"):
             for seed in (0, 1):

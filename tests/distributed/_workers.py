@@ -42,19 +42,39 @@ def build_model(kind: str, spec) -> torch.nn.Module:
 def train(case: str, parallel_for, device: torch.device) -> dict:
     kind, integrator, log_every = CASES[case]
     # 100 train samples: 6 full global batches and a partial one of 4 (2 per rank)
-    splits = synthetic_splits({"strong": {"dim": 8, "signal": 1.0}, "weak": {"dim": 8, "signal": 0.4}},
-                              num_classes=4, train_size=100, val_size=30, test_size=33, seed=0)
+    splits = synthetic_splits(
+        {"strong": {"dim": 8, "signal": 1.0}, "weak": {"dim": 8, "signal": 0.4}},
+        num_classes=4,
+        train_size=100,
+        val_size=30,
+        test_size=33,
+        seed=0,
+    )
     model = build_model(kind, splits.spec)
     parallel = parallel_for(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
-    settings = TrainerSettings(epochs=2, batch_size=BATCH, progress=False,
-                               statistics=StatisticsSettings(log_every=log_every, noise_every=0))
-    trainer = Trainer(model, splits, MultitaskLoss(), get_integrator(integrator), optimizer, None, settings,
-                      device, seed=0, parallel=parallel)
+    settings = TrainerSettings(
+        epochs=2, batch_size=BATCH, progress=False, statistics=StatisticsSettings(log_every=log_every, noise_every=0)
+    )
+    trainer = Trainer(
+        model,
+        splits,
+        MultitaskLoss(),
+        get_integrator(integrator),
+        optimizer,
+        None,
+        settings,
+        device,
+        seed=0,
+        parallel=parallel,
+    )
     results = trainer.fit()
-    return {"params": {k: v.detach().clone() for k, v in model.state_dict().items()}, "results": results,
-            "steps": trainer.state.step,
-            "bytes": parallel.reducer.bytes_sent if parallel is not None else 0}
+    return {
+        "params": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "results": results,
+        "steps": trainer.state.step,
+        "bytes": parallel.reducer.bytes_sent if parallel is not None else 0,
+    }
 
 
 def single(out: Path) -> None:

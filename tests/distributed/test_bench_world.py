@@ -10,8 +10,19 @@ pytestmark = pytest.mark.distributed
 
 
 def test_world_size_two_reports_step_time_and_bytes_for_ddp_sum_and_per_loss_mmpareto(tmp_path, capsys):
-    results = main(["--world-size", "2", "--quick", "--models", "transformer_xmodal", "--rounds", "1",
-                    "--json", str(tmp_path / "bench.json")])
+    results = main(
+        [
+            "--world-size",
+            "2",
+            "--quick",
+            "--models",
+            "transformer_xmodal",
+            "--rounds",
+            "1",
+            "--json",
+            str(tmp_path / "bench.json"),
+        ]
+    )
     rows = results["transformer_xmodal"]
     assert rows["sum"]["path"] == "ddp" and rows["mmpareto"]["path"] == "per_loss"
     assert rows["mmpareto"]["bytes_per_step"] > rows["sum"]["bytes_per_step"] > 0

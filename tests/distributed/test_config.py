@@ -44,19 +44,27 @@ def test_sync_bn_is_the_framework_s_key_not_the_model_s(compose_cfg):
 
 
 def dataset(n: int) -> TensorMultimodalDataset:
-    return TensorMultimodalDataset({"x": torch.arange(n, dtype=torch.float32)[:, None]}, torch.zeros(n),
-                                   DatasetSpec({"x": (1,)}, 2))
+    return TensorMultimodalDataset(
+        {"x": torch.arange(n, dtype=torch.float32)[:, None]}, torch.zeros(n), DatasetSpec({"x": (1,)}, 2)
+    )
 
 
 @pytest.mark.parametrize("world", [1, 2, 4])
 def test_the_global_batch_does_not_depend_on_the_world_size(world):
     n, batch = 70, 8  # 8 full batches and 6 left: 6, 6 and 4 of them on 1, 2 and 4 ranks
-    single = [sorted(int(i) for i in x["x"][:, 0].tolist())
-              for x, _ in iterate_batches(dataset(n), batch, True, torch.Generator().manual_seed(7))]
+    single = [
+        sorted(int(i) for i in x["x"][:, 0].tolist())
+        for x, _ in iterate_batches(dataset(n), batch, True, torch.Generator().manual_seed(7))
+    ]
     sharded = []
     generators = [torch.Generator().manual_seed(7) for _ in range(world)]
-    per_rank = [[sorted(int(i) for i in x["x"][:, 0].tolist()) for x, _ in
-                 sharded_train_batches(dataset(n), batch, r, world, generators[r])] for r in range(world)]
+    per_rank = [
+        [
+            sorted(int(i) for i in x["x"][:, 0].tolist())
+            for x, _ in sharded_train_batches(dataset(n), batch, r, world, generators[r])
+        ]
+        for r in range(world)
+    ]
     for step in range(len(per_rank[0])):
         assert len({len(ranks[step]) for ranks in per_rank}) == 1, "equal shards"
         sharded.append(sorted(i for ranks in per_rank for i in ranks[step]))
@@ -76,15 +84,17 @@ def test_the_loader_path_draws_like_a_random_sampler():
         reference = torch.Generator().manual_seed(3)
         single = [b.tolist() for b in DataLoader(list(range(n)), batch_size=8, shuffle=True, generator=reference)]
         generator = torch.Generator().manual_seed(3)
-        sharded = DataLoader(list(range(n)), batch_sampler=ShardedBatches(n, 8, 0, 1, generator, like_loader=True),
-                             generator=generator)
+        sharded = DataLoader(
+            list(range(n)), batch_sampler=ShardedBatches(n, 8, 0, 1, generator, like_loader=True), generator=generator
+        )
         assert [b.tolist() for b in sharded] == single
         assert torch.equal(generator.get_state(), reference.get_state())
 
 
 def test_evaluation_shards_cover_every_sample_once():
-    seen = sorted(int(v) for r in range(3) for x, _ in sharded_eval_batches(dataset(10), 4, r, 3)
-                  for v in x["x"][:, 0].tolist())
+    seen = sorted(
+        int(v) for r in range(3) for x, _ in sharded_eval_batches(dataset(10), 4, r, 3) for v in x["x"][:, 0].tolist()
+    )
     assert seen == list(range(10))
 
 

@@ -35,8 +35,9 @@ def test_two_ranks_with_half_batches_match_one_process(trained, case, record_pro
     moved = max_abs_diff(single[case]["params"], _workers_initial(case))
     diff = max_abs_diff(single[case]["params"], rank0[case]["params"])
     record_property(f"{case}_max_abs_diff", diff)
-    print(f"\n[equivalence] {case}: max |w(2 ranks) - w(1 process)| = {diff:.3g} "
-          f"(parameters moved by up to {moved:.3g})")
+    print(
+        f"\n[equivalence] {case}: max |w(2 ranks) - w(1 process)| = {diff:.3g} (parameters moved by up to {moved:.3g})"
+    )
     assert moved > 1e-2, "the runs must actually train"
     assert diff < TOLERANCE
     # the ranks never diverge: no broadcast, identical integration
@@ -51,6 +52,12 @@ def _workers_initial(case: str) -> dict:
     from framework.data.synthetic import synthetic_splits
 
     kind = _workers.CASES[case][0]
-    spec = synthetic_splits({"strong": {"dim": 8, "signal": 1.0}, "weak": {"dim": 8, "signal": 0.4}},
-                            num_classes=4, train_size=100, val_size=30, test_size=33, seed=0).spec
+    spec = synthetic_splits(
+        {"strong": {"dim": 8, "signal": 1.0}, "weak": {"dim": 8, "signal": 0.4}},
+        num_classes=4,
+        train_size=100,
+        val_size=30,
+        test_size=33,
+        seed=0,
+    ).spec
     return _workers.build_model(kind, spec).state_dict()

@@ -39,8 +39,18 @@ def environment(tmp_path: Path) -> dict[str, str]:
 
 
 def torchrun(*overrides: str, ranks: int = 2) -> list[str]:
-    return [str(TORCHRUN), "--nproc-per-node", str(ranks), "--master-addr", "127.0.0.1", "--master-port",
-            str(free_port()), "-m", "framework.main", *overrides]
+    return [
+        str(TORCHRUN),
+        "--nproc-per-node",
+        str(ranks),
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(free_port()),
+        "-m",
+        "framework.main",
+        *overrides,
+    ]
 
 
 def runs(tmp_path: Path, name: str = "smoke"):
@@ -56,11 +66,18 @@ def metric_names(client: MlflowClient, run_id: str) -> set[str]:
 
 def test_two_ranks_record_one_run_with_the_single_process_metric_names(tmp_path):
     env = environment(tmp_path)
-    done = subprocess.run(torchrun(*SMOKE, "+tracking.tags.world=2"), cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        torchrun(*SMOKE, "+tracking.tags.world=2"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-4000:]
-    single = subprocess.run([sys.executable, "-m", "framework.main", *SMOKE, "+tracking.tags.world=1"],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    single = subprocess.run(
+        [sys.executable, "-m", "framework.main", *SMOKE, "+tracking.tags.world=1"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert single.returncode == 0, single.stderr[-4000:]
     client, found = runs(tmp_path)
     by_world = {r.data.tags["world"]: r for r in found}
@@ -78,8 +95,14 @@ def test_two_ranks_resume_into_the_same_run(tmp_path):
     folder = f"checkpoint.dir={tmp_path / 'run'}"  # the same job's folder, though trainer.epochs changes
     first = subprocess.run(torchrun(*SMOKE, folder), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-4000:]
-    resumed = subprocess.run(torchrun(*SMOKE, "trainer.epochs=2", folder, "resume=true"),
-                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        torchrun(*SMOKE, "trainer.epochs=2", folder, "resume=true"),
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     client, (run,) = runs(tmp_path)
     assert run.info.status == "FINISHED" and run.data.tags["resumed_from_epoch"] == "1"
@@ -108,10 +131,12 @@ def test_a_killed_rank_fails_the_run_within_the_timeout(tmp_path, victim_rank):
     outright (it owns the run): rank 1 marks the run FAILED."""
     env = environment(tmp_path)
     timeout_s = 30
-    command = torchrun("experiment=smoke", "trainer.epochs=50", "dataset.train_size=4096",
-                       f"distributed.timeout_s={timeout_s}")
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+    command = torchrun(
+        "experiment=smoke", "trainer.epochs=50", "dataset.train_size=4096", f"distributed.timeout_s={timeout_s}"
+    )
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         victim = rank_pid(process.pid, victim_rank)
         deadline = time.monotonic() + 300
@@ -134,8 +159,10 @@ def test_a_killed_rank_fails_the_run_within_the_timeout(tmp_path, victim_rank):
     _, (run,) = runs(tmp_path)
     assert run.info.status == "FAILED", output[-3000:]
     assert run.data.tags.get("error"), run.data.tags
-    print(f"\n[torchrun] rank {victim_rank} killed: run FAILED, torchrun exited {took:.1f} s later "
-          f"({run.data.tags['error'][:160]})")
+    print(
+        f"\n[torchrun] rank {victim_rank} killed: run FAILED, torchrun exited {took:.1f} s later "
+        f"({run.data.tags['error'][:160]})"
+    )
 
 
 def test_a_hung_rank_fails_the_run_after_the_collective_timeout(tmp_path):
@@ -143,10 +170,12 @@ def test_a_hung_rank_fails_the_run_after_the_collective_timeout(tmp_path):
     ``distributed.timeout_s`` and ends the run FAILED."""
     env = environment(tmp_path)
     timeout_s = 10
-    command = torchrun("experiment=smoke", "trainer.epochs=50", "dataset.train_size=4096",
-                       f"distributed.timeout_s={timeout_s}")
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+    command = torchrun(
+        "experiment=smoke", "trainer.epochs=50", "dataset.train_size=4096", f"distributed.timeout_s={timeout_s}"
+    )
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         victim = rank_pid(process.pid, 1)
         deadline = time.monotonic() + 300

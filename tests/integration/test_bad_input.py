@@ -74,7 +74,11 @@ ROWS: list[tuple[str, tuple[str, ...], str]] = [
     ("dataset_unknown_parameter", ("+dataset.foo=1",), "dataset.foo"),
     ("dataset_root_missing", ("dataset=cremad", "dataset.root=/nonexistent/cremad"), "dataset.root"),
     ("dataset_data_dir_missing", ("dataset=cgmnist", "data_dir=/nonexistent/data"), "dataset.data_dir"),
-    ("dataset_multitask_data_dir_missing", ("experiment=multi_fashion_lenet", "data_dir=/nonexistent/data"), "dataset.data_dir"),
+    (
+        "dataset_multitask_data_dir_missing",
+        ("experiment=multi_fashion_lenet", "data_dir=/nonexistent/data"),
+        "dataset.data_dir",
+    ),
     # model
     ("model_unknown_choice", ("model=vit",), "model"),
     ("model_dim_wrong_type", ("model.encoder.dim=abc",), "model.encoder.dim"),

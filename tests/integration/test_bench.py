@@ -64,7 +64,9 @@ def test_unknown_model_is_a_clear_error():
     assert "unknown models ['vit']" in result.stderr and "transformer_xmodal" in result.stderr
 
 
-@pytest.mark.parametrize("model", [m for m in MODELS if "mmpareto_reference_style" not in model_case(m, True).unsupported])
+@pytest.mark.parametrize(
+    "model", [m for m in MODELS if "mmpareto_reference_style" not in model_case(m, True).unsupported]
+)
 def test_reference_style_step_equals_the_framework_mmpareto_step(model):
     """The comparison is fair: the reference code's way computes the same update."""
     case = model_case(model, quick=True)
@@ -76,8 +78,8 @@ def test_reference_style_step_equals_the_framework_mmpareto_step(model):
         model_ = runner.model.eval()  # no BatchNorm statistics updates: both see the same function
         before = [p.detach().clone() for p in model_.parameters()]
         runner.step()
-        updates[variant] = [p.detach() - b for p, b in zip(model_.parameters(), before)]
-    for a, b in zip(updates["mmpareto"], updates["mmpareto_reference_style"]):
+        updates[variant] = [p.detach() - b for p, b in zip(model_.parameters(), before, strict=False)]
+    for a, b in zip(updates["mmpareto"], updates["mmpareto_reference_style"], strict=False):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
@@ -87,7 +89,7 @@ def test_torchjd_variant_trains_every_parameter():
     runner = make_runner("torchjd_upgrad", case, build_model(case), torch.device("cpu"), Path("."))
     before = [p.detach().clone() for p in runner.model.parameters()]
     runner.step()
-    moved = [not torch.equal(p, b) for p, b in zip(runner.model.parameters(), before)]
+    moved = [not torch.equal(p, b) for p, b in zip(runner.model.parameters(), before, strict=False)]
     assert all(moved)
 
 

@@ -19,8 +19,19 @@ def run_cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
         "FRAMEWORK_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
     }
     return subprocess.run(
-        [sys.executable, "-m", "framework.main", *args, f"hydra.run.dir={tmp_path}/out", f"hydra.sweep.dir={tmp_path}/multi"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "framework.main",
+            *args,
+            f"hydra.run.dir={tmp_path}/out",
+            f"hydra.sweep.dir={tmp_path}/multi",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -33,7 +44,14 @@ def test_single_run_prints_accuracies_and_where_the_run_is(tmp_path):
 
 
 def test_multirun_of_every_integrator_and_three_seeds_lands_twelve_runs(tmp_path):
-    result = run_cli("-m", "experiment=smoke", "trainer.epochs=1", "integrator=sum,pcgrad,mgda,mmpareto", "seed=0,1,2", tmp_path=tmp_path)
+    result = run_cli(
+        "-m",
+        "experiment=smoke",
+        "trainer.epochs=1",
+        "integrator=sum,pcgrad,mgda,mmpareto",
+        "seed=0,1,2",
+        tmp_path=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
@@ -61,8 +79,17 @@ def test_invalid_parameter_value_is_one_clear_line(tmp_path):
 def test_default_run_from_outside_the_repository_finds_the_prepared_data_and_prints_no_warnings(tmp_path):
     """An installed user starts the default experiment from any folder: set-up's cached digits are
     found, the store and outputs land in that folder, and Hydra's callback deprecation is not shown."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "FRAMEWORK_DATA_DIR", "FRAMEWORK_CHECKPOINT_DIR")}
-    fast = ("trainer.epochs=1", "trainer.max_steps_per_epoch=2", "trainer.num_workers=0", "trainer.statistics.probe_size=4")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MLFLOW_TRACKING_URI", "FRAMEWORK_DATA_DIR", "FRAMEWORK_CHECKPOINT_DIR")
+    }
+    fast = (
+        "trainer.epochs=1",
+        "trainer.max_steps_per_epoch=2",
+        "trainer.num_workers=0",
+        "trainer.statistics.probe_size=4",
+    )
     result = subprocess.run(
         [sys.executable, "-m", "framework.main", *fast],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,

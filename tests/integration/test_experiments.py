@@ -112,7 +112,9 @@ def test_transformer_runs_every_integrator_with_three_losses_on_shared_groups(
     integrator, compose_cfg, tracking_uri, tmp_path, writers
 ):
     overrides = writers.dataset("avmnist", tmp_path / "data")
-    train(compose_cfg("experiment=avmnist_transformer", f"integrator={integrator}", *FAST, *SMALL_TRANSFORMER, *overrides))
+    train(
+        compose_cfg("experiment=avmnist_transformer", f"integrator={integrator}", *FAST, *SMALL_TRANSFORMER, *overrides)
+    )
     metrics = _finished_run(tracking_uri).data.metrics
     # the first layer of each modality is reached by the multimodal loss and both unimodal losses
     for group in ("embed.audio", "layer0.audio", "layer0.image"):
@@ -125,7 +127,9 @@ def test_transformer_runs_every_integrator_with_three_losses_on_shared_groups(
 def test_disk_preset_loads_through_worker_processes(compose_cfg, tracking_uri, tmp_path, writers):
     overrides = writers.dataset("cremad", tmp_path / "data")
     fast = [o for o in FAST if not o.startswith("trainer.num_workers")]
-    results = train(compose_cfg("experiment=cremad_resnet18", *fast, "trainer.num_workers=2", *SMALL_RESNET, *overrides))
+    results = train(
+        compose_cfg("experiment=cremad_resnet18", *fast, "trainer.num_workers=2", *SMALL_RESNET, *overrides)
+    )
     assert _finished_run(tracking_uri).info.status == "FINISHED"
     assert 0.0 <= results["best/test/acc/multimodal"] <= 1.0
 

@@ -25,8 +25,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 JOBS = int(os.environ.get("FRAMEWORK_LOAD_JOBS", "32"))
 # full statistics: per-step cosines, norms and weights every step, covariance traces every 2 steps
-JOB = ["experiment=smoke", "trainer.epochs=1", "trainer.max_steps_per_epoch=4", "trainer.statistics.log_every=1",
-       "trainer.statistics.noise_every=2", "trainer.progress=false"]
+JOB = [
+    "experiment=smoke",
+    "trainer.epochs=1",
+    "trainer.max_steps_per_epoch=4",
+    "trainer.statistics.log_every=1",
+    "trainer.statistics.noise_every=2",
+    "trainer.progress=false",
+]
 pytestmark = pytest.mark.slow
 
 
@@ -37,14 +43,24 @@ def free_port() -> int:
 
 
 def env_for(tmp_path: Path, uri: str) -> dict[str, str]:
-    return {**os.environ, "MLFLOW_TRACKING_URI": uri, "FRAMEWORK_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
-            "FRAMEWORK_SPOOL_DIR": str(tmp_path / "spool")}
+    return {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "FRAMEWORK_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+        "FRAMEWORK_SPOOL_DIR": str(tmp_path / "spool"),
+    }
 
 
 def cli(tmp_path: Path, uri: str, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
     start = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "framework.main", *args], cwd=ROOT, env=env_for(tmp_path, uri),
-                            capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-m", "framework.main", *args],
+        cwd=ROOT,
+        env=env_for(tmp_path, uri),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     return result, time.monotonic() - start
 
 
@@ -91,17 +107,28 @@ def reference(tmp_path_factory) -> collections.Counter:
 
 
 def load(tmp_path: Path, uri: str) -> tuple[subprocess.CompletedProcess[str], float]:
-    return cli(tmp_path, uri, "-m", "hydra/launcher=submitit_local", *JOB, f"seed=range(0,{JOBS})",
-               f"hydra.sweep.dir={tmp_path}/multi")
+    return cli(
+        tmp_path,
+        uri,
+        "-m",
+        "hydra/launcher=submitit_local",
+        *JOB,
+        f"seed=range(0,{JOBS})",
+        f"hydra.sweep.dir={tmp_path}/multi",
+    )
 
 
 def measure(rows, status, reference, wall_s, returncode) -> dict:
     expected = sum(reference.values())
     return {
-        "jobs": JOBS, "wall_s": round(wall_s, 1), "returncode": returncode, "runs": len(status),
+        "jobs": JOBS,
+        "wall_s": round(wall_s, 1),
+        "returncode": returncode,
+        "runs": len(status),
         "finished": sum(s == "FINISHED" for s in status.values()),
         "not_finished": sorted(n for n, s in status.items() if s != "FINISHED"),
-        "metric_rows": sum(sum(c.values()) for c in rows.values()), "expected_rows": expected * JOBS,
+        "metric_rows": sum(sum(c.values()) for c in rows.values()),
+        "expected_rows": expected * JOBS,
         "runs_with_wrong_rows": sorted(n for n in status if rows.get(n, collections.Counter()) != reference),
     }
 
@@ -125,17 +152,27 @@ def postgres_server():
     base.chmod(0o755)
     port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_STATE": str(base / "server")}
-    args = ["--postgres", str(base / "pg"), "--port", str(port), "--workers", "2",
-            "--artifacts-destination", str(base / "artifacts")]
-    started = subprocess.run(["bash", "scripts/mlflow_server.sh", *args], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=600)
+    args = [
+        "--postgres",
+        str(base / "pg"),
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+        "--artifacts-destination",
+        str(base / "artifacts"),
+    ]
+    started = subprocess.run(
+        ["bash", "scripts/mlflow_server.sh", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert started.returncode == 0, started.stderr
     uri = started.stdout.strip().splitlines()[-1].removeprefix("export MLFLOW_TRACKING_URI=")
     try:
         yield uri, base / "pg"
     finally:
-        subprocess.run(["bash", "scripts/mlflow_server.sh", "--stop", "--port", str(port)], cwd=ROOT, env=env,
-                       timeout=120)
+        subprocess.run(
+            ["bash", "scripts/mlflow_server.sh", "--stop", "--port", str(port)], cwd=ROOT, env=env, timeout=120
+        )
         assert not (base / "pg" / "postmaster.pid").exists(), "--stop stops PostgreSQL too"
         shutil.rmtree(base, ignore_errors=True)
 

@@ -27,7 +27,11 @@ def run_cli(*args: str, tmp_path: Path, tracking_uri: str | None = None) -> subp
     }
     return subprocess.run(
         [sys.executable, "-m", "framework.main", *args, f"hydra.sweep.dir={tmp_path}/multi"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
 
 
@@ -76,7 +80,9 @@ def test_comparison_sweep_is_every_integrator_plus_one_joint_times_three_seeds(t
     assert params.seed.split(",") == ["0", "1", "2"]
 
     # the sweep as the README runs it, one seed of it here (`seed=0` overrides the definition's seeds)
-    result = run_cli("-m", "-cd", "sweeps", "-cn", "compare", "experiment=smoke", "trainer.epochs=1", "seed=0", tmp_path=tmp_path)
+    result = run_cli(
+        "-m", "-cd", "sweeps", "-cn", "compare", "experiment=smoke", "trainer.epochs=1", "seed=0", tmp_path=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     runs = all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert sorted(r.info.run_name for r in runs) == sorted(f"{m}-seed0" for m in methods)
@@ -91,10 +97,15 @@ def test_comparison_sweep_is_every_integrator_plus_one_joint_times_three_seeds(t
 @pytest.mark.slow
 def test_submitit_local_jobs_run_at_once_into_a_fresh_embedded_store(tmp_path):
     # two processes creating the same new sqlite file race on its tables: the run creation retries
-    result = run_cli("-m", "hydra/launcher=submitit_local", "experiment=smoke", "integrator=sum,mmpareto", tmp_path=tmp_path)
+    result = run_cli(
+        "-m", "hydra/launcher=submitit_local", "experiment=smoke", "integrator=sum,mmpareto", tmp_path=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     runs = all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    assert sorted((r.info.run_name, r.info.status) for r in runs) == [("mmpareto-seed0", "FINISHED"), ("sum-seed0", "FINISHED")]
+    assert sorted((r.info.run_name, r.info.status) for r in runs) == [
+        ("mmpareto-seed0", "FINISHED"),
+        ("sum-seed0", "FINISHED"),
+    ]
     folders = list((tmp_path / "multi" / ".submitit").iterdir())
     assert len(folders) == 1, "one fresh submitit folder per sweep"
 
@@ -114,7 +125,11 @@ def mlflow_server(tmp_path):
     args = ["--backend-store-uri", f"sqlite:///{backend}", "--artifacts-destination", str(tmp_path / "artifacts")]
     started = subprocess.run(
         ["bash", "scripts/mlflow_server.sh", *args, "--port", str(port)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert started.returncode == 0, started.stderr
     uri = started.stdout.strip().splitlines()[-1].removeprefix("export MLFLOW_TRACKING_URI=")

@@ -31,7 +31,9 @@ def composed(config_dir: Path, config_name: str, *overrides: str):
 
 
 def test_the_sweep_and_the_hparams_search_choice_are_the_same_search():
-    sweep = composed(ROOT / "sweeps", "mmpareto_optuna", f"hydra.searchpath=[file://{ROOT / 'conf'}]", "experiment=smoke")
+    sweep = composed(
+        ROOT / "sweeps", "mmpareto_optuna", f"hydra.searchpath=[file://{ROOT / 'conf'}]", "experiment=smoke"
+    )
     group = composed(ROOT / "conf", "train", *GROUP, "experiment=smoke")
     for cfg in (sweep, group):
         assert cfg.hydra.runtime.choices["hparams_search"] == "mmpareto_optuna"
@@ -62,8 +64,20 @@ def test_search_maximizes_val_accuracy_tags_runs_and_continues_its_study(tmp_pat
 
     def search(invocation: int, form: list[str]) -> str:
         result = subprocess.run(
-            [sys.executable, "-m", "framework.main", "-m", *form, *options, f"hydra.sweep.dir={tmp_path}/multi{invocation}"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+            [
+                sys.executable,
+                "-m",
+                "framework.main",
+                "-m",
+                *form,
+                *options,
+                f"hydra.sweep.dir={tmp_path}/multi{invocation}",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
         )
         assert result.returncode == 0, result.stderr
         return result.stdout + result.stderr

@@ -29,9 +29,7 @@ OVERRIDES = ("experiment=smoke", "trainer.epochs=4", "trainer.statistics.noise_e
 
 def histories(client: MlflowClient, run_id: str) -> dict[str, list[tuple[int, float]]]:
     run = client.get_run(run_id)
-    return {
-        key: sorted((m.step, m.value) for m in client.get_metric_history(run_id, key)) for key in run.data.metrics
-    }
+    return {key: sorted((m.step, m.value) for m in client.get_metric_history(run_id, key)) for key in run.data.metrics}
 
 
 def interrupt_at_step(monkeypatch: pytest.MonkeyPatch, step: int, exception: type[BaseException]) -> None:
@@ -97,7 +95,10 @@ def test_checkpoint_interval_is_configurable(compose_cfg, monkeypatch):
     assert state is not None and state["state"]["epoch"] == 5
     assert set(state) >= {"model", "optimizer", "scheduler", "integrator", "rng", "shuffle", "state", "run_id"}
     # resuming a finished run returns its results at once, in the same run
-    assert train(compose_cfg("experiment=smoke", "trainer.epochs=5", "trainer.checkpoint_every=2", "resume=true")) == results
+    assert (
+        train(compose_cfg("experiment=smoke", "trainer.epochs=5", "trainer.checkpoint_every=2", "resume=true"))
+        == results
+    )
     assert saved == [0, 2, 4, 5]
 
 
@@ -158,7 +159,7 @@ def wait_for_checkpoint(path: Path, epoch: int, process: subprocess.Popen, timeo
             try:
                 if torch.load(path, weights_only=False)["state"]["epoch"] >= epoch:
                     return
-            except Exception:  # noqa: BLE001 - never half-written (atomic), but be lenient
+            except Exception:
                 pass
         time.sleep(0.1)
     raise AssertionError(f"no checkpoint of epoch {epoch} in {timeout} s")
@@ -176,7 +177,12 @@ def test_ctrl_c_leaves_a_killed_run_and_a_resumable_checkpoint(tmp_path):
     path = tmp_path / "checkpoints" / "smoke" / ",".join(sorted(args)) / "checkpoint.pt"
     # a shell that starts a job in the background ignores SIGINT for it; a user's Ctrl-C does not
     process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:

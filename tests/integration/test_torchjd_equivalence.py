@@ -58,7 +58,13 @@ def torchjd_step(model, inputs, labels, aggregator):
     head_grads = torch.autograd.grad(torch.stack(list(losses.values())).sum(), heads, retain_graph=True)
     for m in model.modalities:
         params = list(model.encoders[m].parameters())
-        mtl_backward([losses[MULTIMODAL], losses[m]], features=[features[m]], shared_params=params, tasks_params=[[], []], retain_graph=True)
+        mtl_backward(
+            [losses[MULTIMODAL], losses[m]],
+            features=[features[m]],
+            shared_params=params,
+            tasks_params=[[], []],
+            retain_graph=True,
+        )
         jac_to_grad(params, aggregator)
     for p, g in zip(heads, head_grads, strict=True):
         p.grad = g
@@ -78,8 +84,16 @@ def test_trainer_step_equals_torchjd_mtl_backward(name: str, num_modalities: int
     torchjd_step(reference, inputs, labels, factory(agg))
 
     params = {"c": 0.5} if name == "cagrad" else {}
-    trainer = Trainer(model, splits, MultitaskLoss(), get_integrator(name, **params), sgd(model), None,
-                      TrainerSettings(progress=False, statistics={"log_every": 1, "noise_every": 0}), torch.device("cpu"))
+    trainer = Trainer(
+        model,
+        splits,
+        MultitaskLoss(),
+        get_integrator(name, **params),
+        sgd(model),
+        None,
+        TrainerSettings(progress=False, statistics={"log_every": 1, "noise_every": 0}),
+        torch.device("cpu"),
+    )
     trainer.train_step(inputs, labels)
     for (n, p), q in zip(model.named_parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=rtol, atol=rtol * 1e-2, msg=n)

@@ -42,11 +42,24 @@ class Server:
 
     def start(self) -> None:
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        args = [str(MLFLOW), "server", "--backend-store-uri", f"sqlite:///{self.db}", "--host", "127.0.0.1",
-                "--port", str(self.port), "--workers", "1",
-                "--artifacts-destination", str(self.db.parent / "artifacts"), "--serve-artifacts"]
-        self.process = subprocess.Popen(args, env=env, stdout=self.log.open("a"), stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        args = [
+            str(MLFLOW),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{self.db}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+            "--artifacts-destination",
+            str(self.db.parent / "artifacts"),
+            "--serve-artifacts",
+        ]
+        self.process = subprocess.Popen(
+            args, env=env, stdout=self.log.open("a"), stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             try:
@@ -77,8 +90,13 @@ def server(tmp_path):
 
 
 def env_for(tmp_path: Path, uri: str, wait_s: float) -> dict[str, str]:
-    return {**os.environ, "MLFLOW_TRACKING_URI": uri, "FRAMEWORK_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
-            "FRAMEWORK_SPOOL_DIR": str(tmp_path / "spool"), "FRAMEWORK_TRACKING_WAIT_S": str(wait_s)}
+    return {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "FRAMEWORK_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+        "FRAMEWORK_SPOOL_DIR": str(tmp_path / "spool"),
+        "FRAMEWORK_TRACKING_WAIT_S": str(wait_s),
+    }
 
 
 def train(tmp_path: Path, uri: str, wait_s: float = 120, name: str = "job") -> subprocess.Popen:
@@ -86,7 +104,11 @@ def train(tmp_path: Path, uri: str, wait_s: float = 120, name: str = "job") -> s
     folder.mkdir()
     return subprocess.Popen(
         [sys.executable, "-m", "framework.main", *OVERRIDES, f"hydra.run.dir={folder}/out"],
-        cwd=ROOT, env=env_for(folder, uri, wait_s), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        env=env_for(folder, uri, wait_s),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 

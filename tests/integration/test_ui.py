@@ -52,12 +52,28 @@ def finished_run(tmp_path_factory):
         pytest.skip(reason)
     tmp_path = tmp_path_factory.mktemp("ui")
     port = free_port()
-    args = [str(MLFLOW), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            "--serve-artifacts", "--artifacts-destination", str(tmp_path / "art")]
-    server = subprocess.Popen(args, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-                              stdout=(tmp_path / "server.log").open("w"), stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    args = [
+        str(MLFLOW),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path / 'server.db'}",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--serve-artifacts",
+        "--artifacts-destination",
+        str(tmp_path / "art"),
+    ]
+    server = subprocess.Popen(
+        args,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        stdout=(tmp_path / "server.log").open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(360):
@@ -69,8 +85,21 @@ def finished_run(tmp_path_factory):
                 time.sleep(0.25)
         env = {**os.environ, "MLFLOW_TRACKING_URI": url, "FRAMEWORK_CHECKPOINT_DIR": str(tmp_path / "checkpoints")}
         result = subprocess.run(
-            [sys.executable, "-m", "framework.main", "experiment=smoke", "trainer.epochs=3", "trainer.progress=false",
-             f"hydra.run.dir={tmp_path}/out"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+            [
+                sys.executable,
+                "-m",
+                "framework.main",
+                "experiment=smoke",
+                "trainer.epochs=3",
+                "trainer.progress=false",
+                f"hydra.run.dir={tmp_path}/out",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert result.returncode == 0, result.stderr
         from mlflow.tracking import MlflowClient
 
@@ -92,8 +121,14 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--window-size=1500,2200"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--window-size=1500,2200",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
     driver.set_page_load_timeout(120)

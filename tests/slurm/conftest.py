@@ -67,9 +67,21 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
     env = {**os.environ, "MLFLOW_SERVER_STATE": str(base / "server")}
     backend = base / "server.db"
     started = subprocess.run(
-        ["bash", "scripts/mlflow_server.sh", "--backend-store-uri", f"sqlite:///{backend}",
-         "--artifacts-destination", str(base / "artifacts"), "--port", str(port)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        [
+            "bash",
+            "scripts/mlflow_server.sh",
+            "--backend-store-uri",
+            f"sqlite:///{backend}",
+            "--artifacts-destination",
+            str(base / "artifacts"),
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert started.returncode == 0, started.stderr
     yield started.stdout.strip().splitlines()[-1].removeprefix("export MLFLOW_TRACKING_URI="), backend
@@ -90,18 +102,31 @@ class Sweep:
 
     def command(self, *overrides: str) -> list[str]:
         return [
-            sys.executable, "-m", "framework.main", "-m", *CPU_JOB, f"hydra.launcher.name={self.name}",
-            f"hydra.sweep.dir={self.dir}/multi", *overrides,
+            sys.executable,
+            "-m",
+            "framework.main",
+            "-m",
+            *CPU_JOB,
+            f"hydra.launcher.name={self.name}",
+            f"hydra.sweep.dir={self.dir}/multi",
+            *overrides,
         ]
 
     def run(self, *overrides: str, timeout: float = 900) -> tuple[subprocess.CompletedProcess[str], float]:
         start = time.perf_counter()
-        result = subprocess.run(self.command(*overrides), cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(
+            self.command(*overrides), cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
         return result, time.perf_counter() - start
 
     def start(self, *overrides: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            self.command(*overrides), cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            self.command(*overrides),
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
 
     def job_ids(self) -> list[str]:

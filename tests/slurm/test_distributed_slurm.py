@@ -11,7 +11,10 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.distributed]
 def test_a_two_task_job_trains_on_two_ranks_and_records_one_run(sweep, mlflow_server, tmp_path):
     uri, _ = mlflow_server
     result, wall = sweep.run(
-        "experiment=smoke", "trainer.epochs=1", "hydra.launcher.tasks_per_node=2", "hydra.launcher.mem_gb=2",
+        "experiment=smoke",
+        "trainer.epochs=1",
+        "hydra.launcher.tasks_per_node=2",
+        "hydra.launcher.mem_gb=2",
         f"+tracking.tags.test={tmp_path.name}",
     )
     logs = sweep.logs()

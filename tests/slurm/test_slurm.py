@@ -37,15 +37,21 @@ def experiment_runs(uri: str, tmp_path: Path, name: str = "smoke"):
 
 def test_two_by_two_sweep_lands_four_finished_runs(sweep, mlflow_server, tmp_path, record_property, capsys):
     uri, backend = mlflow_server
-    result, wall = sweep.run("experiment=smoke", "integrator=sum,mmpareto", "seed=0,1", f"+tracking.tags.test={tmp_path.name}")
+    result, wall = sweep.run(
+        "experiment=smoke", "integrator=sum,mmpareto", "seed=0,1", f"+tracking.tags.test={tmp_path.name}"
+    )
     assert result.returncode == 0, result.stderr + sweep.logs()
     client, runs = experiment_runs(uri, tmp_path)
     assert sorted(r.info.run_name for r in runs) == ["mmpareto-seed0", "mmpareto-seed1", "sum-seed0", "sum-seed1"]
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert all(0.0 <= r.data.metrics["best/test/acc/multimodal"] <= 1.0 for r in runs)
     # the jobs wrote through the server (MLFLOW_TRACKING_URI inherited), into its backend
-    assert {r.info.run_id for r in runs} <= {r.info.run_id for r in MlflowClient(f"sqlite:///{backend}").search_runs(
-        [client.get_experiment_by_name("smoke").experiment_id])}
+    assert {r.info.run_id for r in runs} <= {
+        r.info.run_id
+        for r in MlflowClient(f"sqlite:///{backend}").search_runs(
+            [client.get_experiment_by_name("smoke").experiment_id]
+        )
+    }
     assert "export MLFLOW_TRACKING_URI" in next((tmp_path / "multi").rglob("*_submission.sh")).read_text()
     record_property("slurm_2x2_sweep_wall_s", round(wall, 1))
     with capsys.disabled():
@@ -55,9 +61,13 @@ def test_two_by_two_sweep_lands_four_finished_runs(sweep, mlflow_server, tmp_pat
 def test_a_job_failing_on_a_bad_value_leaves_the_others_finished(sweep, mlflow_server, tmp_path):
     uri, _ = mlflow_server
     result, _ = sweep.run(
-        "experiment=smoke", "integrator.gamma=1.5,-1,3", f"+tracking.tags.test={tmp_path.name}",
+        "experiment=smoke",
+        "integrator.gamma=1.5,-1,3",
+        f"+tracking.tags.test={tmp_path.name}",
         # the launcher's options reach sbatch
-        "hydra.launcher.partition=debug", "hydra.launcher.timeout_min=30", "hydra.launcher.array_parallelism=2",
+        "hydra.launcher.partition=debug",
+        "hydra.launcher.timeout_min=30",
+        "hydra.launcher.array_parallelism=2",
         "hydra.launcher.additional_parameters={comment: from-additional-parameters}",
     )
     script = next((tmp_path / "multi").rglob("*_submission.sh")).read_text()
@@ -82,7 +92,7 @@ def wait_for_checkpoint(folder: Path, epoch: int, process: subprocess.Popen, tim
                 state = torch.load(path, weights_only=False)
                 if state["state"]["epoch"] >= epoch:
                     return state
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
         time.sleep(0.2)
     raise AssertionError(f"no checkpoint of epoch {epoch} within {timeout} s")
@@ -123,17 +133,35 @@ def test_job_preempted_by_a_higher_priority_partition_resumes_into_the_same_run(
     submitit checkpoint. The requeued job (SLURM_RESTART_COUNT=1, same job id) resumes."""
     uri, _ = mlflow_server
     epochs = 8
-    process = sweep.start("experiment=smoke", f"trainer.epochs={epochs}", "dataset.train_size=4096",
-                          f"+tracking.tags.test={tmp_path.name}")
+    process = sweep.start(
+        "experiment=smoke",
+        f"trainer.epochs={epochs}",
+        "dataset.train_size=4096",
+        f"+tracking.tags.test={tmp_path.name}",
+    )
     urgent = None
     try:
         before = wait_for_checkpoint(tmp_path / "checkpoints" / "smoke", 2, process, timeout=600)
         (job,) = sweep.job_ids()
         # the whole node in the `urgent` partition (PriorityTier 10) preempts the debug job
         submitted = subprocess.run(
-            ["sbatch", "--parsable", "-p", "urgent", "-c", "2", "--mem=500M", "-J", f"{sweep.name}-urgent",
-             f"--output={tmp_path}/urgent.out", "--wrap", "sleep 1"],
-            capture_output=True, text=True, check=True,
+            [
+                "sbatch",
+                "--parsable",
+                "-p",
+                "urgent",
+                "-c",
+                "2",
+                "--mem=500M",
+                "-J",
+                f"{sweep.name}-urgent",
+                f"--output={tmp_path}/urgent.out",
+                "--wrap",
+                "sleep 1",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         urgent = submitted.stdout.strip().split(";")[0]
         output, _ = process.communicate(timeout=900)

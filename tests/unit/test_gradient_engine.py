@@ -38,11 +38,20 @@ def brute_force(model, inputs, labels, name, detach=False, **params):
         rows = []
         for loss_name in ("multimodal", modality):
             grads = torch.autograd.grad(losses[loss_name], params_, retain_graph=True, allow_unused=True)
-            rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params_)]))
+            rows.append(
+                torch.cat(
+                    [
+                        (g if g is not None else torch.zeros_like(p)).reshape(-1)
+                        for g, p in zip(grads, params_, strict=False)
+                    ]
+                )
+            )
         if detach:
             expected[group] = rows[0]
         else:
-            expected[group] = get_integrator(name, **params)(torch.stack(rows), segments=[p.numel() for p in params_]).update
+            expected[group] = get_integrator(name, **params)(
+                torch.stack(rows), segments=[p.numel() for p in params_]
+            ).update
     heads = [p for n, p in model.named_parameters() if "head" in n]
     head_grads = torch.autograd.grad(torch.stack(list(losses.values())).sum(), heads)
     return expected, head_grads, losses
@@ -60,7 +69,7 @@ def test_engine_matches_separate_backward_passes(name, num_modalities):
         got = torch.cat([p.grad.reshape(-1) for p in params])
         torch.testing.assert_close(got, expected[group], rtol=1e-5, atol=1e-6)
     heads = [p for n, p in model.named_parameters() if "head" in n]
-    for p, g in zip(heads, head_grads):
+    for p, g in zip(heads, head_grads, strict=False):
         torch.testing.assert_close(p.grad, g)
     assert [s.group for s in decisions] == list(model.parameter_groups())
     assert engine.plan.packs == (("multimodal",), tuple(model.modalities))
@@ -88,13 +97,13 @@ def test_summed_fast_path_equals_per_loss_path(scale):
         features = model.encode(inputs)
         engine.backward(features, MultitaskLoss()(model.classify(features), labels), need_decisions=need)
         grads.append([p.grad.clone() for p in model.parameters()])
-    for fast, slow in zip(*grads):
+    for fast, slow in zip(*grads, strict=False):
         torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-7)
 
 
 def test_one_joint_trains_encoders_with_the_multimodal_loss_only():
     model, inputs, labels = make()
-    expected, head_grads, _ = brute_force(model, inputs, labels, "mmpareto", detach=True)
+    expected, _head_grads, _ = brute_force(model, inputs, labels, "mmpareto", detach=True)
     engine = GradientEngine(model, get_integrator("mmpareto"))
     features = model.encode(inputs)
     loss = MultitaskLoss(detach_unimodal=True)
@@ -123,10 +132,10 @@ def test_separate_trunks_path_equals_whole_trunk_pack_path(name):
         decisions = engine.backward(features, losses, need_decisions=True)
         results.append(([p.grad.clone() for p in model.parameters()], decisions))
     (grads_a, decisions_a), (grads_b, decisions_b) = results
-    for a, b in zip(grads_a, grads_b):
+    for a, b in zip(grads_a, grads_b, strict=False):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
     assert [s.group for s in decisions_a] == [s.group for s in decisions_b]
-    for a, b in zip(decisions_a, decisions_b):
+    for a, b in zip(decisions_a, decisions_b, strict=False):
         assert a.losses == b.losses
         torch.testing.assert_close(a.decision.gram, b.decision.gram, rtol=1e-5, atol=1e-9)
 
@@ -165,7 +174,12 @@ def test_features_sharing_a_group_take_the_whole_trunk_path_and_match_separate_p
     # the stem's per-loss gradients against separate full backward passes
     features = wrapped.encode(inputs)
     losses = MultitaskLoss()(wrapped.classify(features), labels)
-    rows = [torch.cat([g.reshape(-1) for g in torch.autograd.grad(losses[n], list(wrapped.stem.parameters()), retain_graph=True)]) for n in ("multimodal", "a", "b")]
+    rows = [
+        torch.cat(
+            [g.reshape(-1) for g in torch.autograd.grad(losses[n], list(wrapped.stem.parameters()), retain_graph=True)]
+        )
+        for n in ("multimodal", "a", "b")
+    ]
     expected = get_integrator("mmpareto")(torch.stack(rows), segments=[1, 1]).update
     got = torch.cat([p.grad.reshape(-1) for p in wrapped.stem.parameters()])
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)

@@ -159,7 +159,13 @@ def small_transformer(spec=TOKENS, **kwargs):
 
 @pytest.mark.parametrize(
     "shape,patch,tokens",
-    [((1, 13, 20), (13, 4), 5), ((1, 28, 28), (7, 7), 16), ((2, 3, 32, 32), (16, 16), 8), ((12,), (1, 1), 4), ((1, 8, 8), (16, 16), 1)],
+    [
+        ((1, 13, 20), (13, 4), 5),
+        ((1, 28, 28), (7, 7), 16),
+        ((2, 3, 32, 32), (16, 16), 8),
+        ((12,), (1, 1), 4),
+        ((1, 8, 8), (16, 16), 1),
+    ],
 )
 def test_token_embedding_counts(shape, patch, tokens):
     embedding = TokenEmbedding(shape, 16, patch)
@@ -219,11 +225,18 @@ def brute_force_grads(model, inputs, labels, name):
     expected = {}
     for group, params in model.parameter_groups().items():
         rows = []
-        for loss_name, loss in losses.items():
+        for loss in losses.values():
             grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
             if all(g is None for g in grads):
                 continue
-            rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)]))
+            rows.append(
+                torch.cat(
+                    [
+                        (g if g is not None else torch.zeros_like(p)).reshape(-1)
+                        for g, p in zip(grads, params, strict=False)
+                    ]
+                )
+            )
         expected[group] = get_integrator(name)(torch.stack(rows), segments=[p.numel() for p in params]).update
     return expected
 

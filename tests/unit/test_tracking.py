@@ -35,7 +35,10 @@ def test_callback_is_configured_for_every_run():
 
 def test_flatten_nested_config_into_dotted_params():
     assert flatten({"a": {"b": 1, "c": {"d": "x"}}, "e": [1, 2], "f": {}}) == {
-        "a.b": "1", "a.c.d": "x", "e": "[1, 2]", "f": "{}"
+        "a.b": "1",
+        "a.c.d": "x",
+        "e": "[1, 2]",
+        "f": "{}",
     }
 
 
@@ -88,13 +91,13 @@ def test_a_batch_stored_before_its_error_is_not_sent_again(tmp_path, spool, monk
     monkeypatch.setattr(tracking, "BACKOFF_START_S", 0.0)
     tracker._backoff = 0.0
     tracker.log_metrics({"a": 1.0, "b": 2.0}, step=0)
-    assert not tracker.flush()                          # stored, but the answer was lost
+    assert not tracker.flush()  # stored, but the answer was lost
     tracker.log_metrics({"a": 3.0}, step=1)
     assert not tracker.flush() and not tracker.flush()  # then the server is gone twice
-    assert tracker.unsent == 1   # the first batch was found in the history; the later point waits
+    assert tracker.unsent == 1  # the first batch was found in the history; the later point waits
     assert tracker.flush()
     assert metric_rows(db) == 3, "the stored batch was checked in the history, not resent"
-    assert flaky.sends == 4   # 1 stored + 2 failed + 1 for the later point alone
+    assert flaky.sends == 4  # 1 stored + 2 failed + 1 for the later point alone
     assert tracker.end()
     assert not list(spool.glob("*.jsonl"))
     kind = tracker.client.get_experiment(tracker.experiment_id).tags[tracking.EXPERIMENT_KIND_TAG]
@@ -108,11 +111,11 @@ def test_sends_against_a_gone_server_do_not_block_training(tmp_path, spool):
     tracker.client = tracking.MlflowClient(f"http://127.0.0.1:{port}")
     start = time.monotonic()
     for step in range(3000):
-        tracker.log_metrics({"a": float(step)}, step=step)   # crosses BATCH_LIMIT: sends, fails, backs off
+        tracker.log_metrics({"a": float(step)}, step=step)  # crosses BATCH_LIMIT: sends, fails, backs off
         tracker.flush()
     assert time.monotonic() - start < 10
     assert tracker.unsent == 3000 and tracker.outages >= 1
-    assert not tracker.end()                                # server never back: the spool stays
+    assert not tracker.end()  # server never back: the spool stays
     [path] = spool.glob("*.jsonl")
     read = tracking.read_spool(path)
     assert len(read.metrics) == 3000 and read.end["status"] == "FINISHED"

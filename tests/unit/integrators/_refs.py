@@ -154,7 +154,7 @@ def ref_mmpareto(g: np.ndarray, sizes, gamma: float, rescale: str, weights: np.n
         hn, un = np.linalg.norm(h), np.linalg.norm(u)
         out = gamma * max(1.0, un / hn) * h if hn > 0 else out
     else:
-        for (hp, up, op) in zip(split(h, sizes), split(u, sizes), split(out, sizes)):
+        for hp, up, op in zip(split(h, sizes), split(u, sizes), split(out, sizes), strict=False):
             hn, un = np.linalg.norm(hp), np.linalg.norm(up)
             if hn > 0:
                 op[:] = gamma * max(1.0, un / hn) * hp
@@ -185,7 +185,7 @@ def torch_perms(seed: int, k: int, calls: int = 1) -> list[list[list[int]]]:
 
 def reshape_rows(g: torch.Tensor, shapes) -> list[list[torch.Tensor]]:
     sizes = [int(np.prod(s)) for s in shapes]
-    return [[p.reshape(s).clone() for p, s in zip(torch.split(row, sizes), shapes)] for row in g]
+    return [[p.reshape(s).clone() for p, s in zip(torch.split(row, sizes), shapes, strict=False)] for row in g]
 
 
 # ---------------------------------------------------------------- degenerate inputs
@@ -224,6 +224,14 @@ def edge_case(name: str, dtype: torch.dtype, k: int = 2) -> torch.Tensor:
 
 
 EDGE_NAMES = [
-    "zeros", "one_zero_row", "first_zero_row", "opposite", "opposite_scaled", "identical",
-    "zero_segment", "opposite_segment", "tiny", "huge",
+    "zeros",
+    "one_zero_row",
+    "first_zero_row",
+    "opposite",
+    "opposite_scaled",
+    "identical",
+    "zero_segment",
+    "opposite_segment",
+    "tiny",
+    "huge",
 ]

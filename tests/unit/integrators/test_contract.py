@@ -188,7 +188,11 @@ def test_scale_equivariance(request, case, make, dtype: torch.dtype, scale: floa
         pytest.skip("the update depends on the gradients' scale (scale_degree None, measured in its own tests)")
     if case[0] == "pcd":
         pytest.skip("pcd adds eps=1e-8 to |g|^2: degree 1 only where |g|^2 >> eps (tested in test_torchjd_adapters.py)")
-    if getattr(make(), "random", False) and dtype != torch.float64 and not isinstance(make(), GramianWeightingIntegrator):
+    if (
+        getattr(make(), "random", False)
+        and dtype != torch.float64
+        and not isinstance(make(), GramianWeightingIntegrator)
+    ):
         pytest.skip("draws its random numbers in the gradients' dtype: float32 and float64 draw differently")
     g = conflicting(11, k, sum(R.EDGE_SIZES))
     base, _ = A.run(make(), g, R.EDGE_SIZES)
@@ -199,12 +203,15 @@ def test_scale_equivariance(request, case, make, dtype: torch.dtype, scale: floa
 
 
 @pytest.mark.parametrize("k", [2, 3])
-@pytest.mark.parametrize(("dtype", "magnitude"), [
-    pytest.param(torch.bfloat16, 1.0, id="bfloat16-1"),
-    pytest.param(torch.bfloat16, 100.0, id="bfloat16-100"),
-    pytest.param(torch.float16, 1.0, id="float16-1"),
-    pytest.param(torch.float16, 100.0, id="float16-100"),
-])
+@pytest.mark.parametrize(
+    ("dtype", "magnitude"),
+    [
+        pytest.param(torch.bfloat16, 1.0, id="bfloat16-1"),
+        pytest.param(torch.bfloat16, 100.0, id="bfloat16-100"),
+        pytest.param(torch.float16, 1.0, id="float16-1"),
+        pytest.param(torch.float16, 100.0, id="float16-100"),
+    ],
+)
 def test_low_precision_gradients(make, dtype: torch.dtype, magnitude: float, k: int):
     if getattr(make(), "random", False) and not isinstance(make(), GramianWeightingIntegrator):
         pytest.skip("draws its random numbers in the gradients' dtype: half and float64 draw differently")
@@ -236,13 +243,16 @@ def test_edge_cases_are_finite(case, make, edge: str, dtype: torch.dtype, k: int
 # ------------------------------------------------------------------ validation
 
 
-@pytest.mark.parametrize(("grads", "segments"), [
-    (torch.zeros(5), None),  # not (k, d)
-    (torch.zeros(0, 5), None),  # k = 0
-    (torch.zeros(2, 3, 4), None),
-    (torch.zeros(2, 5), [2, 2]),  # segments do not sum to d
-    (torch.zeros(2, 5), [6, -1]),  # negative segment
-])
+@pytest.mark.parametrize(
+    ("grads", "segments"),
+    [
+        (torch.zeros(5), None),  # not (k, d)
+        (torch.zeros(0, 5), None),  # k = 0
+        (torch.zeros(2, 3, 4), None),
+        (torch.zeros(2, 5), [2, 2]),  # segments do not sum to d
+        (torch.zeros(2, 5), [6, -1]),  # negative segment
+    ],
+)
 def test_bad_shapes_raise_one_line_value_error(make, grads: torch.Tensor, segments):
     with pytest.raises(ValueError) as info:
         make()(grads, segments=segments)

@@ -68,7 +68,9 @@ def test_every_integrator_takes_every_magnitude(name: str, choice: str):
 
 def test_labels_and_hparams_show_a_non_default_magnitude():
     assert get_integrator("upgrad", magnitude="restore_gamma").label() == "upgrad(magnitude=restore_gamma)"
-    assert get_integrator("mgda", magnitude="restore", rescale="group").label() == "mgda(magnitude=restore,rescale=group)"
+    assert (
+        get_integrator("mgda", magnitude="restore", rescale="group").label() == "mgda(magnitude=restore,rescale=group)"
+    )
     assert get_integrator("mmpareto").label() == "mmpareto"
     assert get_integrator("mmpareto", magnitude="none").label() == "mmpareto(magnitude=none)"
     params = get_integrator("mgda", magnitude="restore_gamma", gamma=2.0).hparams()

@@ -36,13 +36,16 @@ def test_two_losses_closed_form(seed: int):
     np.testing.assert_allclose(out, a * g1 + (1 - a) * g2, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize(("g", "weights"), [
-    ([[1.0, 0.0], [0.0, 1.0]], [0.5, 0.5]),
-    ([[1.0, 0.0], [2.0, 0.0]], [1.0, 0.0]),  # g1 is the min-norm point: no clipping (unlike mmpareto)
-    ([[3.0, 1.0], [1.0, 0.0]], [0.0, 1.0]),
-    ([[1.0, 0.0], [-1.0, 0.0]], [0.5, 0.5]),
-    ([[2.0, 0.0], [-1.0, 0.0]], [1 / 3, 2 / 3]),
-])
+@pytest.mark.parametrize(
+    ("g", "weights"),
+    [
+        ([[1.0, 0.0], [0.0, 1.0]], [0.5, 0.5]),
+        ([[1.0, 0.0], [2.0, 0.0]], [1.0, 0.0]),  # g1 is the min-norm point: no clipping (unlike mmpareto)
+        ([[3.0, 1.0], [1.0, 0.0]], [0.0, 1.0]),
+        ([[1.0, 0.0], [-1.0, 0.0]], [0.5, 0.5]),
+        ([[2.0, 0.0], [-1.0, 0.0]], [1 / 3, 2 / 3]),
+    ],
+)
 def test_two_losses_known_values(g, weights):
     g = np.array(g)
     out, decision = run(g)
@@ -136,7 +139,11 @@ def test_edge_cases_finite_and_optimal(name: str, dtype: torch.dtype):
     w = R.as_np(decision.weights)
     assert np.isfinite(w).all() and abs(w.sum() - 1) < 1e-9
     rtol = 1e-10 if dtype == torch.float64 else 1e-5
-    np.testing.assert_allclose(out, R.two_weight(g64, 0, 1) * g64[0] + (1 - R.two_weight(g64, 0, 1)) * g64[1],
-                               rtol=rtol, atol=rtol * max(np.abs(g64).max(), 1e-300))
+    np.testing.assert_allclose(
+        out,
+        R.two_weight(g64, 0, 1) * g64[0] + (1 - R.two_weight(g64, 0, 1)) * g64[1],
+        rtol=rtol,
+        atol=rtol * max(np.abs(g64).max(), 1e-300),
+    )
     if name in ("zeros", "one_zero_row", "first_zero_row", "opposite", "opposite_scaled"):
         np.testing.assert_allclose(out, 0.0, atol=min(rtol, 1e-7) * max(np.abs(g64).max(), 1e-300))

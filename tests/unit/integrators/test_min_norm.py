@@ -34,15 +34,18 @@ def test_two_vector_weight_closed_form(seed: int):
     assert np.linalg.norm(expected * g[0] + (1 - expected) * g[1]) <= norms.min() + 1e-12
 
 
-@pytest.mark.parametrize(("g00", "g01", "g11", "expected"), [
-    (1.0, 1.0, 1.0, 0.5),  # identical vectors: any a is optimal -> 1/2
-    (0.0, 0.0, 0.0, 0.5),  # both zero
-    (1.0, -1.0, 1.0, 0.5),  # opposite, equal norms
-    (4.0, -2.0, 1.0, 1 / 3),  # v1 = -v0 / 2
-    (1.0, 0.0, 0.0, 0.0),  # v1 = 0 is the min-norm point
-    (0.0, 0.0, 1.0, 1.0),  # v0 = 0
-    (1.0, 2.0, 4.0, 1.0),  # v1 = 2 v0
-])
+@pytest.mark.parametrize(
+    ("g00", "g01", "g11", "expected"),
+    [
+        (1.0, 1.0, 1.0, 0.5),  # identical vectors: any a is optimal -> 1/2
+        (0.0, 0.0, 0.0, 0.5),  # both zero
+        (1.0, -1.0, 1.0, 0.5),  # opposite, equal norms
+        (4.0, -2.0, 1.0, 1 / 3),  # v1 = -v0 / 2
+        (1.0, 0.0, 0.0, 0.0),  # v1 = 0 is the min-norm point
+        (0.0, 0.0, 1.0, 1.0),  # v0 = 0
+        (1.0, 2.0, 4.0, 1.0),  # v1 = 2 v0
+    ],
+)
 def test_two_vector_weight_degenerate(g00: float, g01: float, g11: float, expected: float):
     assert two_vector_weight(g00, g01, g11) == pytest.approx(expected, abs=1e-15)
 

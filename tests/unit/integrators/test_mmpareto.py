@@ -81,7 +81,7 @@ def test_tensor_and_group_rescale_differ_when_segments_differ():
     for seed in range(50):
         g = R.conflicting_pair(seed, sum(R.SIZES))
         _, _, h = R.ref_mmpareto(g, R.SIZES, 1.5, "tensor")
-        pairs = zip(R.split(g.sum(0), R.SIZES), R.split(h, R.SIZES))
+        pairs = zip(R.split(g.sum(0), R.SIZES), R.split(h, R.SIZES), strict=False)
         ratios = [np.linalg.norm(up) / np.linalg.norm(hp) for up, hp in pairs]
         if min(ratios) < 1 < max(ratios):
             break
@@ -192,8 +192,8 @@ def test_update_norm_is_gamma_max_of_h_and_u(seed: int, k: int, rescale: str):
     out, decision = run(g, R.SIZES, gamma=gamma, rescale=rescale)
     h = R.as_np(decision.weights) @ g  # weights are k * a
     u = g.sum(0)
-    starts = np.cumsum([0] + R.SIZES[:-1])
-    parts = [slice(None)] if rescale == "group" else [slice(a, a + n) for a, n in zip(starts, R.SIZES)]
+    starts = np.cumsum([0, *R.SIZES[:-1]])
+    parts = [slice(None)] if rescale == "group" else [slice(a, a + n) for a, n in zip(starts, R.SIZES, strict=False)]
     for s in parts:
         np.testing.assert_allclose(
             np.linalg.norm(out[s]), gamma * max(np.linalg.norm(h[s]), np.linalg.norm(u[s])), rtol=1e-10

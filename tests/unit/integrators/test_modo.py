@@ -36,5 +36,9 @@ def test_lr_is_torchjd_gamma_and_gamma_stays_the_magnitude_rule():
     integrator = get_integrator("modo", lr=0.3, magnitude="restore_gamma", gamma=2.0)
     assert integrator.module.gamma == 0.3
     assert integrator.hparams() == {
-        "lr": 0.3, "rho": 0.1, "magnitude": "restore_gamma", "gamma": 2.0, "rescale": "tensor",
+        "lr": 0.3,
+        "rho": 0.1,
+        "magnitude": "restore_gamma",
+        "gamma": 2.0,
+        "rescale": "tensor",
     }

@@ -105,7 +105,7 @@ def test_state_dict_reproduces_random_order():
     fresh = get_integrator("pcgrad", seed=99)  # the loaded state overrides the seed
     fresh.load_state_dict(state)
     other = [fresh(g).update for g in gs[1:]]
-    for a, b, c in zip(first, again, other):
+    for a, b, c in zip(first, again, other, strict=False):
         assert_close(a, b, rtol=0, atol=0)
         assert_close(a, c, rtol=0, atol=0)
     # the restored generator continues the seeded stream (brute force with the seed-3 orders)

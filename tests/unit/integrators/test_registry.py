@@ -42,18 +42,21 @@ def test_unknown_name_lists_valid_choices():
         assert name in message
 
 
-@pytest.mark.parametrize(("name", "params", "must_mention"), [
-    ("mmpareto", {"gamma": 0.0}, ["gamma"]),
-    ("mmpareto", {"gamma": -1.5}, ["gamma"]),
-    ("mmpareto", {"rescale": "foo"}, ["rescale", "foo", "tensor", "group"]),
-    ("sum", {"scale": 0.0}, ["scale"]),
-    ("sum", {"scale": -2.0}, ["scale"]),
-    ("mmpareto", {"gama": 1.5}, ["gama", "gamma", "rescale"]),
-    ("sum", {"seed": 1}, ["seed", "scale"]),
-    ("pcgrad", {"scale": 1.5}, ["scale", "seed"]),
-    ("mgda", {"seed": 0}, ["seed", "valid parameters"]),
-    ("upgrad", {"seed": 0}, ["seed", "pref_vector"]),
-])
+@pytest.mark.parametrize(
+    ("name", "params", "must_mention"),
+    [
+        ("mmpareto", {"gamma": 0.0}, ["gamma"]),
+        ("mmpareto", {"gamma": -1.5}, ["gamma"]),
+        ("mmpareto", {"rescale": "foo"}, ["rescale", "foo", "tensor", "group"]),
+        ("sum", {"scale": 0.0}, ["scale"]),
+        ("sum", {"scale": -2.0}, ["scale"]),
+        ("mmpareto", {"gama": 1.5}, ["gama", "gamma", "rescale"]),
+        ("sum", {"seed": 1}, ["seed", "scale"]),
+        ("pcgrad", {"scale": 1.5}, ["scale", "seed"]),
+        ("mgda", {"seed": 0}, ["seed", "valid parameters"]),
+        ("upgrad", {"seed": 0}, ["seed", "pref_vector"]),
+    ],
+)
 def test_invalid_params_raise_one_line_value_error(name: str, params: dict, must_mention: list[str]):
     with pytest.raises(ValueError) as info:
         get_integrator(name, **params)
@@ -63,14 +66,17 @@ def test_invalid_params_raise_one_line_value_error(name: str, params: dict, must
         assert word in message, (word, message)
 
 
-@pytest.mark.parametrize(("name", "params"), [
-    ("mmpareto", {"gamma": 2.0, "rescale": "group"}),
-    ("sum", {"scale": 1.5}),
-    ("pcgrad", {"seed": 3}),
-    ("mgda", {}),
-    ("upgrad", {"pref_vector": [0.25, 0.75]}),
-    ("upgrad", {"pref_vector": None}),
-])
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("mmpareto", {"gamma": 2.0, "rescale": "group"}),
+        ("sum", {"scale": 1.5}),
+        ("pcgrad", {"seed": 3}),
+        ("mgda", {}),
+        ("upgrad", {"pref_vector": [0.25, 0.75]}),
+        ("upgrad", {"pref_vector": None}),
+    ],
+)
 def test_valid_params_round_trip_through_hparams(name: str, params: dict):
     integrator = get_integrator(name, **params)
     assert integrator.hparams() == params
@@ -82,6 +88,7 @@ def test_register_twice_raises_and_custom_registration():
     with pytest.raises(ValueError, match="twice"):
         register("sum")(Sum)
     try:
+
         @register("test_only_mean")
         class Mean(Sum):
             pass
@@ -99,18 +106,21 @@ def test_state_dict_of_stateless_integrators(name: str):
     integrator.load_state_dict({})
 
 
-@pytest.mark.parametrize(("name", "params", "label"), [
-    ("sum", {}, "sum"),
-    ("sum", {"scale": 1.0}, "sum"),
-    ("sum", {"scale": 1.5}, "sum(scale=1.5)"),
-    ("pcgrad", {}, "pcgrad"),
-    ("pcgrad", {"seed": 3}, "pcgrad"),  # label_params = (): the seed follows the run's seed
-    ("mgda", {}, "mgda"),
-    ("mmpareto", {}, "mmpareto"),
-    ("mmpareto", {"gamma": 1.0}, "mmpareto(gamma=1.0)"),
-    ("mmpareto", {"gamma": 2.0, "rescale": "group"}, "mmpareto(gamma=2.0,rescale=group)"),
-    ("upgrad", {}, "upgrad"),
-])
+@pytest.mark.parametrize(
+    ("name", "params", "label"),
+    [
+        ("sum", {}, "sum"),
+        ("sum", {"scale": 1.0}, "sum"),
+        ("sum", {"scale": 1.5}, "sum(scale=1.5)"),
+        ("pcgrad", {}, "pcgrad"),
+        ("pcgrad", {"seed": 3}, "pcgrad"),  # label_params = (): the seed follows the run's seed
+        ("mgda", {}, "mgda"),
+        ("mmpareto", {}, "mmpareto"),
+        ("mmpareto", {"gamma": 1.0}, "mmpareto(gamma=1.0)"),
+        ("mmpareto", {"gamma": 2.0, "rescale": "group"}, "mmpareto(gamma=2.0,rescale=group)"),
+        ("upgrad", {}, "upgrad"),
+    ],
+)
 def test_labels(name: str, params: dict, label: str):
     assert get_integrator(name, **params).label() == label
 

@@ -43,46 +43,68 @@ def _gramian(weighting: Callable[[], tjd.Weighting]) -> Callable[[int], tjd.Aggr
 
 CASES: dict[str, Case] = {
     "dualproj": Case(
-        lambda k: tjd.DualProj(), 1e-12,
-        "quadprog on the trace-normalised Gramian, which torchjd normalises too; measured 2.8e-15"),
+        lambda k: tjd.DualProj(),
+        1e-12,
+        "quadprog on the trace-normalised Gramian, which torchjd normalises too; measured 2.8e-15",
+    ),
     "cagrad": Case(
-        lambda k: tjd.CAGrad(c=0.5), 1e-8,
-        "cvxpy/CLARABEL interior point: rounding differences of the Gramian move its solution; measured 3.9e-10"),
+        lambda k: tjd.CAGrad(c=0.5),
+        1e-8,
+        "cvxpy/CLARABEL interior point: rounding differences of the Gramian move its solution; measured 3.9e-10",
+    ),
     "nash_mtl": Case(
-        lambda k: tjd.NashMTL(n_tasks=k), 1e-5,
+        lambda k: tjd.NashMTL(n_tasks=k),
+        1e-5,
         "ECOS on L L^T instead of J J^T (the same Gramian up to rounding, which the iterated solver amplifies); "
-        "measured 4.7e-7; exact against torchjd given L: test_nash_mtl.py", stateful=True),
+        "measured 4.7e-7; exact against torchjd given L: test_nash_mtl.py",
+        stateful=True,
+    ),
     "imtl_g": Case(lambda k: tjd.IMTLG(), 1e-11, "pinv of the trace-normalised Gramian; measured 1.3e-13"),
     "aligned_mtl": Case(lambda k: tjd.AlignedMTL(), 1e-12, "eigh of the Gramian; measured 3.8e-14"),
     "gradvac": Case(
-        lambda k: tjd.GradVac(), 1e-6,
+        lambda k: tjd.GradVac(),
+        1e-6,
         "eps = 1e-8 applies to the trace-normalised Gramian here (norms ~0.3 instead of ~1-3); measured 2.0e-7; "
-        "exact against torchjd on the normalised Gramian: test_gradvac.py", stateful=True, random=True),
+        "exact against torchjd on the normalised Gramian: test_gradvac.py",
+        stateful=True,
+        random=True,
+    ),
     "config": Case(
-        lambda k: tjd.ConFIG(), 1e-13, "torchjd on the matrix divided by a power of two (exact); measured 0"),
-    "graddrop": Case(lambda k: tjd.GradDrop(), 1e-13, "same draws, same float64 arithmetic; measured 0", stateful=True,
-        random=True),
+        lambda k: tjd.ConFIG(), 1e-13, "torchjd on the matrix divided by a power of two (exact); measured 0"
+    ),
+    "graddrop": Case(
+        lambda k: tjd.GradDrop(), 1e-13, "same draws, same float64 arithmetic; measured 0", stateful=True, random=True
+    ),
     "fairgrad": Case(
-        lambda k: tjd.FairGrad(alpha=1.0), 1e-5,
+        lambda k: tjd.FairGrad(alpha=1.0),
+        1e-5,
         "scipy least_squares on the trace-normalised Gramian, rescaled: both stop at the solver's tolerance; "
-        "measured 8.4e-7 (the adapter's residual is the smaller one: test_fairgrad.py)"),
+        "measured 8.4e-7 (the adapter's residual is the smaller one: test_fairgrad.py)",
+    ),
     "excess_mtl": Case(
-        lambda k: tjd.ExcessMTL(), 1e-13, "same matrix, same arithmetic; measured 2.4e-16", stateful=True),
+        lambda k: tjd.ExcessMTL(), 1e-13, "same matrix, same arithmetic; measured 2.4e-16", stateful=True
+    ),
     "pcd": Case(lambda k: tjd.PCD(), 1e-13, "same Gramian, same active-set solver; measured 4.5e-16", stateful=True),
     "trimmed_mean": Case(
-        lambda k: tjd.TrimmedMean(trim_number=(k - 1) // 2), 1e-13, "default trim (k - 1) // 2; measured 0"),
-    "random": Case(
-        lambda k: tjd.Random(), 1e-13, "same float64 draws; measured 2.7e-16", stateful=True, random=True),
+        lambda k: tjd.TrimmedMean(trim_number=(k - 1) // 2), 1e-13, "default trim (k - 1) // 2; measured 0"
+    ),
+    "random": Case(lambda k: tjd.Random(), 1e-13, "same float64 draws; measured 2.7e-16", stateful=True, random=True),
     "mean": Case(lambda k: tjd.Mean(), 1e-13, "measured 2.0e-16"),
     "cr_mogm": Case(
-        _gramian(lambda: tjd.CRMOGMWeighting(tjd.MGDAWeighting())), 1e-12,
-        "Frank-Wolfe MGDA on the trace-normalised Gramian (scale-free steps); measured 1.7e-15", stateful=True),
+        _gramian(lambda: tjd.CRMOGMWeighting(tjd.MGDAWeighting())),
+        1e-12,
+        "Frank-Wolfe MGDA on the trace-normalised Gramian (scale-free steps); measured 1.7e-15",
+        stateful=True,
+    ),
     "modo": Case(_gramian(tjd.MoDoWeighting), 1e-12, "measured 3.6e-15", stateful=True),
     "sdmgrad": Case(
-        _gramian(tjd.SDMGradWeighting), 1e-3,
+        _gramian(tjd.SDMGradWeighting),
+        1e-3,
         "its inner SGD (lr 10, momentum) amplifies the 1e-10 relative change that normalising the Gramian makes "
         "to its +1e-8 term about 1e6 times; measured 2.3e-4; exact against torchjd on the normalised Gramian: "
-        "test_sdmgrad.py", stateful=True),
+        "test_sdmgrad.py",
+        stateful=True,
+    ),
 }
 
 NAMES = list(CASES)
@@ -204,9 +226,23 @@ def test_random_methods_follow_their_seed(name: str):
 
 
 SCALE_DEGREES = {
-    "dualproj": 1, "cagrad": 1, "nash_mtl": None, "imtl_g": 1, "aligned_mtl": 1, "gradvac": 1, "config": 1,
-    "graddrop": 1, "fairgrad": 0, "excess_mtl": None, "pcd": 1, "trimmed_mean": 1, "random": 1, "mean": 1,
-    "cr_mogm": 1, "modo": None, "sdmgrad": 1,
+    "dualproj": 1,
+    "cagrad": 1,
+    "nash_mtl": None,
+    "imtl_g": 1,
+    "aligned_mtl": 1,
+    "gradvac": 1,
+    "config": 1,
+    "graddrop": 1,
+    "fairgrad": 0,
+    "excess_mtl": None,
+    "pcd": 1,
+    "trimmed_mean": 1,
+    "random": 1,
+    "mean": 1,
+    "cr_mogm": 1,
+    "modo": None,
+    "sdmgrad": 1,
 }
 # Relative tolerance of update(c g) = c^h update(g) over c in 1e-6 .. 1e6, float64, and why (default 1e-12).
 SCALE_RTOL = {
