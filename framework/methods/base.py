@@ -87,9 +87,15 @@ class Method:
     the rank's shard (logits, losses, prototypes), so the ranks would diverge. A subclass is
     ``False`` unless it declares ``data_parallel = True`` (after reducing what it decides from)."""
 
+    needs_multimodal_model: ClassVar[bool] = False
+    """The method needs a fusion head and two or more modalities (every imbalance method does; the
+    no-op one runs on any model, multi-task ones included). ``True`` for a subclass unless it says
+    otherwise."""
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.data_parallel = bool(cls.__dict__.get("data_parallel", False))
+        cls.needs_multimodal_model = bool(cls.__dict__.get("needs_multimodal_model", True))
 
     def __init__(self) -> None:
         self.seed = 0
@@ -130,7 +136,7 @@ class Method:
     def prepare(self, model: MultimodalModel, seed: int = 0) -> MultimodalModel:
         """Check the model (and change it, e.g. its heads) before the optimizer is built."""
         self.seed = int(seed)
-        if MULTIMODAL not in model.heads or len(model.modalities) < 2:
+        if self.needs_multimodal_model and (MULTIMODAL not in model.heads or len(model.modalities) < 2):
             raise MethodError(
                 f"method={self.name} needs a multimodal model (a fusion head and >= 2 modalities); "
                 f"this model's heads are {list(model.heads)}"

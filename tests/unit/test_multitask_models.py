@@ -167,3 +167,13 @@ def test_trainer_reports_accuracy_per_task_and_their_mean():
     results = trainer.fit()
     expected = {f"best/test/acc/{h}" for h in (*TASKS, MEAN)} | {"best/val/acc/mean"}
     assert expected <= set(results)
+
+
+def test_the_no_op_method_takes_a_multi_task_model_and_an_imbalance_method_refuses_it():
+    from framework.methods import METHODS, MethodError, get_method
+
+    model = lenet()
+    assert get_method("none").prepare(model) is model
+    for name in sorted(set(METHODS) - {"none"}):
+        with pytest.raises(MethodError, match="needs a multimodal model"):
+            get_method(name).prepare(lenet())
