@@ -39,10 +39,9 @@ def build_model(kind: str, spec) -> torch.nn.Module:
     return CrossModalTransformer(spec, dim=16, depth=2, heads=2, patch_size=8)
 
 
-def train(case: str, parallel_for, device: torch.device) -> dict:
-    kind, integrator, log_every = CASES[case]
-    # 100 train samples: 6 full global batches and a partial one of 4 (2 per rank)
-    splits = synthetic_splits(
+def make_splits():
+    """100 train samples: 6 full global batches and a partial one of 4 (2 per rank)."""
+    return synthetic_splits(
         {"strong": {"dim": 8, "signal": 1.0}, "weak": {"dim": 8, "signal": 0.4}},
         num_classes=4,
         train_size=100,
@@ -50,6 +49,11 @@ def train(case: str, parallel_for, device: torch.device) -> dict:
         test_size=33,
         seed=0,
     )
+
+
+def train(case: str, parallel_for, device: torch.device) -> dict:
+    kind, integrator, log_every = CASES[case]
+    splits = make_splits()
     model = build_model(kind, splits.spec)
     parallel = parallel_for(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)

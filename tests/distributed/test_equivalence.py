@@ -49,15 +49,4 @@ def test_two_ranks_with_half_batches_match_one_process(trained, case, record_pro
 
 
 def _workers_initial(case: str) -> dict:
-    from framework.data.synthetic import synthetic_splits
-
-    kind = _workers.CASES[case][0]
-    spec = synthetic_splits(
-        {"strong": {"dim": 8, "signal": 1.0}, "weak": {"dim": 8, "signal": 0.4}},
-        num_classes=4,
-        train_size=100,
-        val_size=30,
-        test_size=33,
-        seed=0,
-    ).spec
-    return _workers.build_model(kind, spec).state_dict()
+    return _workers.build_model(_workers.CASES[case][0], _workers.make_splits().spec).state_dict()
