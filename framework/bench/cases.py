@@ -18,6 +18,7 @@ from ..data.base import DatasetSpec
 from ..models.base import MultimodalModel
 from ..models.fusion import ConcatFusion
 from ..models.late_fusion import LateFusionModel
+from ..registry import Registry
 
 REFERENCE_NEEDS_ENCODERS = "the reference code's step is written for one encoder per modality (two losses per group)"
 
@@ -45,20 +46,9 @@ class ModelCase:
 
 
 CaseFactory = Callable[[bool], ModelCase]
-CASES: dict[str, CaseFactory] = {}
+CASES: Registry[CaseFactory] = Registry("model")
 """Model name -> ``factory(quick)`` building its case, filled by :func:`register_case`."""
-
-
-def register_case(name: str) -> Callable[[CaseFactory], CaseFactory]:
-    """Register ``factory(quick) -> ModelCase`` as the model case ``name``."""
-
-    def decorate(factory: CaseFactory) -> CaseFactory:
-        if name in CASES:
-            raise ValueError(f"model case {name!r} is registered twice")
-        CASES[name] = factory
-        return factory
-
-    return decorate
+register_case = CASES.register
 
 
 def late_fusion(encoder: Callable[..., nn.Module]) -> Callable[[DatasetSpec], MultimodalModel]:
@@ -109,9 +99,7 @@ MODELS = tuple(CASES)
 
 
 def model_case(name: str, quick: bool) -> ModelCase:
-    if name not in CASES:
-        raise ValueError(f"unknown model {name!r}; valid choices: {', '.join(MODELS)}")
-    return CASES[name](quick)
+    return CASES.lookup(name)(quick)
 
 
 def build_model(case: ModelCase, seed: int = 0) -> MultimodalModel:

@@ -17,6 +17,7 @@ import torch
 from ..integrators import get_integrator
 from ..losses import MultitaskLoss
 from ..models.base import MultimodalModel
+from ..registry import Registry
 from ..training.gradients import GradientEngine
 from .cases import ModelCase, make_batch, make_optimizer
 from .reference import reference_style_step
@@ -25,21 +26,9 @@ from .stats import stats_runner
 from .torchjd_step import torchjd_step
 
 VariantFactory = Callable[[Setup], Runner]
-VARIANT_FACTORIES: dict[str, VariantFactory] = {}
-"""Variant name -> factory, filled by :func:`register_variant`."""
-
-
-def register_variant(*names: str) -> Callable[[VariantFactory], VariantFactory]:
-    """Register ``factory(setup) -> Runner`` under each of ``names`` (``setup.name`` says which)."""
-
-    def decorate(factory: VariantFactory) -> VariantFactory:
-        for name in names:
-            if name in VARIANT_FACTORIES:
-                raise ValueError(f"variant {name!r} is registered twice")
-            VARIANT_FACTORIES[name] = factory
-        return factory
-
-    return decorate
+VARIANT_FACTORIES: Registry[VariantFactory] = Registry("variant")
+"""Variant name -> factory(setup) -> Runner (``setup.name`` says which), filled by :func:`register_variant`."""
+register_variant = VARIANT_FACTORIES.register
 
 
 FRAMEWORK_INTEGRATORS = ("sum", "pcgrad", "mgda", "mmpareto", "upgrad", "cagrad", "nash_mtl")
@@ -100,8 +89,7 @@ def make_runner(
 ) -> Runner:
     """The runner of ``variant`` on ``case``: its own copy of ``template`` on ``device``, in train
     mode, with a fresh optimizer and the case's fixed batch."""
-    if variant not in VARIANT_FACTORIES:
-        raise ValueError(f"unknown variant {variant!r}; valid choices: {', '.join(VARIANTS)}")
+    factory = VARIANT_FACTORIES.lookup(variant)
     if variant in case.unsupported:
         raise ValueError(f"variant {variant!r} does not apply to {case.name}: {case.unsupported[variant]}")
     model = copy.deepcopy(template).to(device)
@@ -109,4 +97,4 @@ def make_runner(
     inputs, labels = make_batch(case, case.batch_size)
     inputs, labels = {m: t.to(device) for m, t in inputs.items()}, labels.to(device)
     setup = Setup(variant, case, model, make_optimizer(model), inputs, labels, MultitaskLoss(), device, workdir)
-    return VARIANT_FACTORIES[variant](setup)
+    return factory(setup)

@@ -127,7 +127,7 @@ class Method:
                 f"method={self.name} trains each encoder with its unimodal head's loss; "
                 "loss=one_joint detaches those (use loss=multitask)"
             )
-        if self.needs_sum and integrator.name != "sum":
+        if self.needs_sum and not _is_plain_sum(integrator):
             raise MethodError(
                 f"method={self.name} with integrator={integrator.name}: no parameter group is reached by two of "
                 "its losses, so there is nothing to integrate (use integrator=sum)"
@@ -253,3 +253,9 @@ def mean_head_losses(
 def in_window(epoch: int, starts: int, ends: int) -> bool:
     """``starts <= epoch <= ends`` (0-based epochs, both ends included, as the authors' code)."""
     return starts <= epoch <= ends
+
+
+def _is_plain_sum(integrator: Integrator) -> bool:
+    """Whether ``integrator``'s update is the plain sum of the gradients (weights 1, no magnitude rule)."""
+    weights = integrator.fixed_combination(2)
+    return weights is not None and bool((weights == 1).all())

@@ -2,39 +2,25 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ..registry import Registry, parameters_of
 from .base import Method, MethodError
 
-METHODS: dict[str, type[Method]] = {"none": Method}
+METHODS: Registry[type[Method]] = Registry("method", error=MethodError)
+METHODS.add("none", Method)
 
 T = TypeVar("T", bound=type[Method])
 
 
 def register(name: str) -> Callable[[T], T]:
-    def decorate(cls: T) -> T:
-        if name in METHODS:
-            raise ValueError(f"method {name!r} is registered twice")
-        cls.name = name
-        METHODS[name] = cls
-        return cls
-
-    return decorate
+    """Register a :class:`Method` subclass as ``name`` (and set its ``name``)."""
+    return METHODS.register(name, set_name=True)
 
 
 def get_method(name: str = "none", **params: Any) -> Method:
     """Build the method registered as ``name``; one-line :class:`MethodError` for a bad name or parameter."""
-    if name not in METHODS:
-        raise MethodError(f"method.name={name!r}: unknown method; valid choices: {', '.join(sorted(METHODS))}")
-    cls = METHODS[name]
-    signature = inspect.signature(cls.__init__)
-    valid = [p for p in list(signature.parameters)[1:]]
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise MethodError(
-            f"method {name!r} has no parameter {', '.join(map(repr, unknown))}; "
-            f"valid parameters: {', '.join(valid) or 'none'}"
-        )
+    cls = METHODS.lookup(name, what=f"method.name={name!r}: unknown method")
+    METHODS.check_parameters(name, params, parameters_of(cls))
     return cls(**params)

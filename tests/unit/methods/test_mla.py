@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
+from framework.integrators import get_integrator
 from framework.methods import MethodError, get_method
 from framework.methods.mla import GradientProjector, entropy_gates
 
@@ -100,10 +102,6 @@ def test_prediction_is_the_entropy_gated_sum_and_state_survives_a_checkpoint():
 
 
 def test_different_feature_sizes_and_integrators_are_one_line_errors():
-    from framework.integrators import get_integrator
-
-    from functools import partial
-
     from framework.models.encoders import MLPEncoder
     from framework.models.fusion import ConcatFusion
     from framework.models.late_fusion import LateFusionModel
@@ -115,3 +113,25 @@ def test_different_feature_sizes_and_integrators_are_one_line_errors():
         get_method("mla").prepare(model)
     with pytest.raises(MethodError, match="integrator=sum"):
         get_method("mla").check_config(False, get_integrator("mmpareto"))
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "accepted"),
+    [
+        ("sum", {}, True),
+        ("sum", {"scale": 1.5}, False),  # a scaled sum would be labelled as a control it is not
+        ("mean", {}, False),
+        ("mgda", {}, False),
+        ("sum", {"magnitude": "restore_gamma"}, False),
+    ],
+)
+def test_methods_without_a_shared_group_take_only_the_plain_sum(name: str, params: dict, accepted: bool):
+    # MLA and UME reach no group with two losses: only integrator=sum (weights 1, no magnitude rule) names such a run
+    for method in ("mla", "ume"):
+        check = partial(get_method(method).check_config, False, get_integrator(name, **params))
+        if accepted:
+            check()
+        else:
+            with pytest.raises(MethodError, match="nothing to integrate") as error:
+                check()
+            assert "\n" not in str(error.value)
