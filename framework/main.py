@@ -70,7 +70,13 @@ def run_label(cfg: DictConfig) -> str:
 
 def run_spec(cfg: DictConfig, label: str) -> RunSpec:
     method = str((cfg.get("method") or {}).get("name", "none"))
-    tags = {"integrator": str(cfg.integrator.name), "method": method, "label": label, "seed": str(cfg.seed)}
+    tags = {
+        "integrator": str(cfg.integrator.name),
+        "method": method,
+        "label": label,
+        "seed": str(cfg.seed),
+        "world_size": str(distributed.world_size()),  # ranks of one data-parallel run (1: one process)
+    }
     tags.update(cfg.tracking.tags)
     return RunSpec(cfg.tracking.experiment, f"{label}-seed{cfg.seed}", cfg.tracking.uri, tags)
 

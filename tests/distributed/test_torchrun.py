@@ -84,6 +84,7 @@ def test_two_ranks_record_one_run_with_the_single_process_metric_names(tmp_path)
     assert sorted(r.data.tags["world"] for r in found) == ["1", "2"], "exactly one run for the two ranks"
     two, one = by_world["2"], by_world["1"]
     assert two.info.status == "FINISHED" and two.info.run_name == "mmpareto-seed0"
+    assert (two.data.tags["world_size"], one.data.tags["world_size"]) == ("2", "1")
     assert metric_names(client, two.info.run_id) == metric_names(client, one.info.run_id)
     assert any(k.startswith("grad/") and "/cos/" in k for k in two.data.metrics)
     steps = [m.step for m in client.get_metric_history(two.info.run_id, "grad/encoder.strong/conflict")]

@@ -3,36 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-import time
-from pathlib import Path
 
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 
+from ._jobs import experiment_runs, job_states, preempt_by_urgent_job, wait_for_checkpoint
+
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
-
-
-def job_states(job: str, until: str, timeout: float = 60) -> list[str]:
-    """The job's states in accounting (all its requeues), polled until ``until`` shows: the
-    accounting daemon records the end of a job a moment after the job itself has ended."""
-    deadline = time.monotonic() + timeout
-    while True:
-        states = subprocess.run(
-            ["sacct", "-n", "-X", "-D", "-j", job, "-o", "State"], capture_output=True, text=True
-        ).stdout.split()
-        if until in states or time.monotonic() > deadline:
-            return states
-        time.sleep(0.5)
-
-
-def experiment_runs(uri: str, tmp_path: Path, name: str = "smoke"):
-    """The runs of this test (the server is shared by the session): tagged with its sweep dir."""
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(name)
-    assert experiment is not None
-    runs = client.search_runs([experiment.experiment_id], f"tags.test = '{tmp_path.name}'")
-    return client, runs
 
 
 def test_two_by_two_sweep_lands_four_finished_runs(sweep, mlflow_server, tmp_path, record_property, capsys):
@@ -82,22 +59,6 @@ def test_a_job_failing_on_a_bad_value_leaves_the_others_finished(sweep, mlflow_s
     assert {r.info.status for r in runs} == {"FINISHED"}
 
 
-def wait_for_checkpoint(folder: Path, epoch: int, process: subprocess.Popen, timeout: float) -> dict:
-    """The job's checkpoint (``<folder>/<override dirname>/checkpoint.pt``) once it has ``epoch``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stdout.read() if process.stdout else "sweep ended"
-        for path in folder.glob("*/checkpoint.pt"):
-            try:
-                state = torch.load(path, weights_only=False)
-                if state["state"]["epoch"] >= epoch:
-                    return state
-            except Exception:
-                pass
-        time.sleep(0.2)
-    raise AssertionError(f"no checkpoint of epoch {epoch} within {timeout} s")
-
-
 def test_preempted_job_is_requeued_and_resumes_into_the_same_run(sweep, mlflow_server, tmp_path):
     uri, _ = mlflow_server
     epochs = 8
@@ -143,27 +104,7 @@ def test_job_preempted_by_a_higher_priority_partition_resumes_into_the_same_run(
     try:
         before = wait_for_checkpoint(tmp_path / "checkpoints" / "smoke", 2, process, timeout=600)
         (job,) = sweep.job_ids()
-        # the whole node in the `urgent` partition (PriorityTier 10) preempts the debug job
-        submitted = subprocess.run(
-            [
-                "sbatch",
-                "--parsable",
-                "-p",
-                "urgent",
-                "-c",
-                "2",
-                "--mem=500M",
-                "-J",
-                f"{sweep.name}-urgent",
-                f"--output={tmp_path}/urgent.out",
-                "--wrap",
-                "sleep 1",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        urgent = submitted.stdout.strip().split(";")[0]
+        urgent = preempt_by_urgent_job(sweep.name, tmp_path)
         output, _ = process.communicate(timeout=900)
     finally:
         if process.poll() is None:
