@@ -9,6 +9,9 @@ from pathlib import Path
 import torch
 from mlflow.tracking import MlflowClient
 
+TWO_TASKS = ("hydra.launcher.tasks_per_node=2", "hydra.launcher.mem_gb=2")
+"""The launcher overrides of a data-parallel job: two tasks (ranks) on the node."""
+
 
 def job_states(job: str, until: str, timeout: float = 60) -> list[str]:
     """The job's states in accounting (all its requeues), polled until ``until`` shows: the

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ._jobs import experiment_runs, job_states, preempt_by_urgent_job, wait_for_checkpoint
+from ._jobs import TWO_TASKS, experiment_runs, job_states, preempt_by_urgent_job, wait_for_checkpoint
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -89,15 +89,18 @@ def test_preempted_job_is_requeued_and_resumes_into_the_same_run(sweep, mlflow_s
     assert epochs_logged == list(range(epochs)), "each epoch once: metrics continue where the checkpoint was"
 
 
-def test_job_preempted_by_a_higher_priority_partition_resumes_into_the_same_run(sweep, mlflow_server, tmp_path):
-    """Slurm's own preemption (PreemptMode=REQUEUE): SIGTERM, then SIGKILL, no USR2 and no
-    submitit checkpoint. The requeued job (SLURM_RESTART_COUNT=1, same job id) resumes."""
+@pytest.mark.parametrize("tasks", [1, pytest.param(2, marks=pytest.mark.distributed, id="2-data-parallel")])
+def test_job_preempted_by_a_higher_priority_partition_resumes_into_the_same_run(sweep, mlflow_server, tmp_path, tasks):
+    """Slurm's own preemption (PreemptMode=REQUEUE): SIGTERM, then SIGKILL (to every task), no USR2
+    and no submitit checkpoint. The requeued job (SLURM_RESTART_COUNT=1, same job id) resumes; with
+    two tasks both ranks resume from rank 0's checkpoint into the one run."""
     uri, _ = mlflow_server
     epochs = 8
     process = sweep.start(
         "experiment=smoke",
         f"trainer.epochs={epochs}",
         "dataset.train_size=4096",
+        *(TWO_TASKS if tasks == 2 else ()),
         f"+tracking.tags.test={tmp_path.name}",
     )
     urgent = None
@@ -111,12 +114,18 @@ def test_job_preempted_by_a_higher_priority_partition_resumes_into_the_same_run(
             process.kill()
         if urgent:
             subprocess.run(["scancel", urgent], check=False)
-    assert process.returncode == 0, output + sweep.logs()
+    logs = sweep.logs()
+    assert process.returncode == 0, output[-3000:] + logs[-3000:]
     states = job_states(job, until="COMPLETED")
     assert "PREEMPTED" in states and "COMPLETED" in states, states
+    if tasks == 2:
+        assert logs.count("data parallel: 2 ranks (submitit), backend gloo") >= 2, "both starts ran on two ranks"
 
-    client, (run,) = experiment_runs(uri, tmp_path)
+    client, runs = experiment_runs(uri, tmp_path)
+    assert len(runs) == 1, [r.info.run_name for r in runs]  # the requeued job continued the run
+    (run,) = runs
     assert run.info.run_id == before["run_id"] and run.info.status == "FINISHED"
     assert int(run.data.tags["slurm_restart_count"]) >= 1 and int(run.data.tags["resumed_from_epoch"]) >= 2
+    assert run.data.tags["world_size"] == str(tasks)
     epochs_logged = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val/acc/multimodal"))
-    assert epochs_logged == list(range(epochs))
+    assert epochs_logged == list(range(epochs)), "each epoch once: metrics continue where the checkpoint was"
