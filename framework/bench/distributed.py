@@ -16,6 +16,7 @@ sends and receives 1.75 x ``bytes_per_step`` (``ring8_mb``).
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import os
 import statistics
@@ -128,8 +129,12 @@ def _worker(
             for row in by_variant.values():
                 row["ratio_to_sum"] = row["step_ms"] / base
             results[name] = by_variant
+            # DDP's reducer holds the process group and gloo work: free it while the group is alive
+            del runners
+            gc.collect()
         if rank == 0:
             Path(out).write_text(json.dumps(results))
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
