@@ -7,6 +7,12 @@
 3. The multimodal gradient is smaller and less noisy than the unimodal one.
 4. Conflicts (negative cosine) occur mostly early in training.
 5. MMPareto improves the weaker modality's unimodal accuracy.
+6. Across the settings of one dataset (a difficulty gap swept, say): MMPareto's gain over the sum
+   grows with the gap between the heads' accuracies, measured under the sum.
+
+Multi-task runs have no multimodal head and no multimodal loss. There, the headline accuracy is the
+mean over the tasks (``acc/mean``, by which their epochs are selected), the weaker "modality" is the
+harder task, and claim 3 is not measured: no loss is the special one.
 
 Decision rule, the same everywhere: "A > B" is **held** when the difference of the means is
 positive and larger than twice its standard error, **inconclusive** when positive but within
@@ -29,7 +35,7 @@ from typing import Literal
 import numpy as np
 
 from framework import metric_names
-from framework.metric_names import COV_TRACE, MULTIMODAL, NORM_MEAN, NORM_STD, final_accuracy, train_loss
+from framework.metric_names import COV_TRACE, MEAN, MULTIMODAL, NORM_MEAN, NORM_STD, final_accuracy, train_loss
 
 from .grouping import ONE_JOINT, RunSet, mean_std
 from .loading import Histories
@@ -156,6 +162,12 @@ class ClaimChecker:
         self.runset, self.histories, self.dataset, self.setting = runset, histories, dataset, setting
         self.magnitude_control, self.direction_control = magnitude_control, direction_control
         self.by_label = {k[0]: v for k, v in runset.rows(dataset).items() if tuple(k[1:]) == setting}
+        runs = [r for group in self.by_label.values() for r in group]
+        multitask = not any(MULTIMODAL in r.heads for r in runs) and any(MEAN in r.heads for r in runs)
+        self.headline = MEAN if multitask else MULTIMODAL
+        """The accuracy the claims rank by: the multimodal head's, or the tasks' mean."""
+        self.headline_text = "mean accuracy over the tasks" if multitask else "multimodal accuracy"
+        self.kind = "task" if multitask else "modality"
 
     def runs(self, label: str) -> list[RunRecord]:
         return self.by_label.get(label, [])
@@ -171,20 +183,19 @@ class ClaimChecker:
                            comparisons, list(notes))  # fmt: skip
 
     def claim1(self) -> ClaimResult:
-        m, mag, dirc = MMPARETO, self.magnitude_control, self.direction_control
+        m, mag, dirc, h = MMPARETO, self.magnitude_control, self.direction_control, self.headline
+
+        def acc(label: str, kind: Literal["best", "last"] = "best") -> list[float]:
+            return _acc(self.runs(label), h, kind)
+
         comps = [
-            compare(1, "multimodal acc, best val", m, _acc(self.runs(m), MULTIMODAL), SUM, _acc(self.runs(SUM), MULTIMODAL)),
-            compare(1, "multimodal acc vs the magnitude control, best val", m, _acc(self.runs(m), MULTIMODAL), mag,
-                    _acc(self.runs(mag), MULTIMODAL)),
-            compare(1, "direction only (gamma 1) vs sum, best val", dirc, _acc(self.runs(dirc), MULTIMODAL), SUM,
-                    _acc(self.runs(SUM), MULTIMODAL), primary=False),
-            compare(1, "gamma 1.5 vs gamma 1, best val", m, _acc(self.runs(m), MULTIMODAL), dirc,
-                    _acc(self.runs(dirc), MULTIMODAL), primary=False),
-            compare(1, "multimodal acc, last epoch", m, _acc(self.runs(m), MULTIMODAL, "last"), SUM,
-                    _acc(self.runs(SUM), MULTIMODAL, "last"), primary=False),
-            compare(1, "vs the magnitude control, last epoch", m, _acc(self.runs(m), MULTIMODAL, "last"), mag,
-                    _acc(self.runs(mag), MULTIMODAL, "last"), primary=False),
-        ]  # fmt: skip
+            compare(1, f"{h} acc, best val", m, acc(m), SUM, acc(SUM)),
+            compare(1, f"{h} acc vs the magnitude control, best val", m, acc(m), mag, acc(mag)),
+            compare(1, "direction only (gamma 1) vs sum, best val", dirc, acc(dirc), SUM, acc(SUM), primary=False),
+            compare(1, "gamma 1.5 vs gamma 1, best val", m, acc(m), dirc, acc(dirc), primary=False),
+            compare(1, f"{h} acc, last epoch", m, acc(m, "last"), SUM, acc(SUM, "last"), primary=False),
+            compare(1, "vs the magnitude control, last epoch", m, acc(m, "last"), mag, acc(mag, "last"), primary=False),
+        ]
         against_sum, against_control = comps[0].verdict, comps[1].verdict
         if against_sum != HELD or against_control == HELD:
             verdict = against_sum
@@ -194,13 +205,14 @@ class ClaimChecker:
             verdict = f"not held against the control: beats {SUM}, but not {mag}"
         else:
             verdict = f"not established against the control: beats {SUM}, within seed noise of {mag}"
-        return self.result(1, "MMPareto beats the uniform sum on multimodal accuracy", comps, verdict=verdict)
+        return self.result(1, f"MMPareto beats the uniform sum on {self.headline_text}", comps, verdict=verdict)
 
     def claim2(self) -> ClaimResult:
+        h = self.headline
         comps = [
-            compare(2, "multimodal acc, best val", SUM, _acc(self.runs(SUM), MULTIMODAL), MGDA, _acc(self.runs(MGDA), MULTIMODAL)),
-            compare(2, "multimodal acc, last epoch", SUM, _acc(self.runs(SUM), MULTIMODAL, "last"), MGDA,
-                    _acc(self.runs(MGDA), MULTIMODAL, "last"), primary=False),
+            compare(2, f"{h} acc, best val", SUM, _acc(self.runs(SUM), h), MGDA, _acc(self.runs(MGDA), h)),
+            compare(2, f"{h} acc, last epoch", SUM, _acc(self.runs(SUM), h, "last"), MGDA,
+                    _acc(self.runs(MGDA), h, "last"), primary=False),
         ]  # fmt: skip
         return self.result(2, "Conventional Pareto (mgda) is worse than the uniform sum", comps)
 
@@ -219,6 +231,10 @@ class ClaimChecker:
         return out
 
     def claim3(self) -> ClaimResult:
+        statement = "The multimodal gradient is smaller and less noisy than the unimodal one"
+        if self.headline != MULTIMODAL:
+            why = "multi-task runs: no loss is the multimodal one, every task loss is a peer"
+            return self.result(3, statement, [], [why], NOT_MEASURED)
         name, runs = self.reference_runs()
         comps: list[Comparison] = []
         groups = sorted({(g, tuple(ls)) for r in runs for g, ls in r.norm_groups().items() if len(ls) > 1})
@@ -239,7 +255,7 @@ class ClaimChecker:
                         comp.note += f"; ratio multimodal/unimodal {np.mean(ratio):.3f}" if ratio else ""
                     comps.append(comp)
         notes = [f"measured on {name} ({_runs(len(runs))}), averaged over epochs (norm, spread) or probes (tr Cov)"]
-        return self.result(3, "The multimodal gradient is smaller and less noisy than the unimodal one", comps, notes)
+        return self.result(3, statement, comps, notes)
 
     def conflict_rates(self, runs: Sequence[RunRecord], group: str) -> dict[str, list[float]]:
         out: dict[str, list[float]] = {"early": [], "late": [], "first_half": [], "all": []}
@@ -296,26 +312,87 @@ class ClaimChecker:
             if losses:
                 weak = max(losses, key=losses.get)
                 text = ", ".join(f"{m} {v:.3f}" for m, v in sorted(losses.items()))
-                return weak, f"weaker modality: {weak} (final unimodal training loss under {label}: {text})"
-        return None, "weaker modality: undetermined (no one_joint or sum runs with unimodal losses)"
+                return weak, f"weaker {self.kind}: {weak} (final unimodal training loss under {label}: {text})"
+        return None, f"weaker {self.kind}: undetermined (no one_joint or sum runs with unimodal losses)"
 
     def claim5(self) -> ClaimResult:
         weak, why = self.weaker_modality()
+        statement = (
+            "MMPareto improves the weaker modality's unimodal accuracy"
+            if self.kind == "modality"
+            else "MMPareto improves the harder task's accuracy"
+        )
         if weak is None:
-            return self.result(5, "MMPareto improves the weaker modality's unimodal accuracy", [], [why], NOT_MEASURED)
+            return self.result(5, statement, [], [why], NOT_MEASURED)
         m = _acc(self.runs(MMPARETO), weak)
         comps = [
             compare(5, f"{weak}-only acc, best val", MMPARETO, m, SUM, _acc(self.runs(SUM), weak)),
-            compare(5, f"{weak}-only acc, best val", MMPARETO, m, ONE_JOINT, _acc(self.runs(ONE_JOINT), weak)),
+            compare(5, f"{weak}-only acc, best val", MMPARETO, m, ONE_JOINT, _acc(self.runs(ONE_JOINT), weak),
+                    primary=self.kind == "modality"),  # tasks have no one-joint-loss baseline
             compare(5, f"{weak}-only acc vs the magnitude control", MMPARETO, m, self.magnitude_control,
                     _acc(self.runs(self.magnitude_control), weak), primary=False),
             compare(5, f"{weak}-only acc, last epoch", MMPARETO, _acc(self.runs(MMPARETO), weak, "last"), SUM,
                     _acc(self.runs(SUM), weak, "last"), primary=False),
         ]  # fmt: skip
-        return self.result(5, "MMPareto improves the weaker modality's unimodal accuracy", comps, [why])
+        return self.result(5, statement, comps, [why])
 
     def all(self) -> list[ClaimResult]:
         return [self.claim1(), self.claim2(), self.claim3(), self.claim4(), self.claim5()]
+
+    def head_gap(self) -> tuple[float, str]:
+        """The spread of the heads' best-validation test accuracies (%) under the sum, largest minus
+        smallest (mean over seeds): the difficulty gap as measured, not as set."""
+        runs = self.runs(SUM)
+        means = {h: mean_std(_acc(runs, h))[0] for h in sorted({h for r in runs for h in r.modalities})}
+        means = {h: v for h, v in means.items() if not math.isnan(v)}
+        if len(means) < 2:
+            return math.nan, f"{self.setting_text}: no sum runs with two {self.kind} accuracies"
+        gap = max(means.values()) - min(means.values())
+        text = ", ".join(f"{h} {v:.2f}" for h, v in means.items())
+        return gap, f"{self.setting_text}: under sum {text}; gap {gap:.2f} points"
+
+
+def gain_with_gap(checkers: Sequence[ClaimChecker], control: str = MAGNITUDE_CONTROL) -> ClaimResult | None:
+    """Claim 6 for one dataset, across its settings: is MMPareto's gain over the sum (headline
+    accuracy) at the setting with the largest measured gap larger than at the one with the smallest?
+    The standard error of a gain is Welch's, that of the difference of two gains (independent runs)
+    the root of the sum of their squares. ``None`` when fewer than two settings have both."""
+    measured = []
+    for checker in checkers:
+        gap, text = checker.head_gap()
+        m, h = _acc(checker.runs(MMPARETO), checker.headline), checker.headline
+        gain = compare(6, f"gain over sum at {checker.setting_text}", MMPARETO, m, SUM, _acc(checker.runs(SUM), h),
+                       primary=False)  # fmt: skip
+        beyond = compare(6, f"gain over {control} at {checker.setting_text}", MMPARETO, m, control,
+                         _acc(checker.runs(control), h), primary=False)  # fmt: skip
+        if not math.isnan(gap) and gain.verdict != NOT_MEASURED:
+            measured.append((gap, checker, gain, beyond, text))
+    if len(measured) < 2:
+        return None
+    measured.sort(key=lambda item: item[0])
+    (gap_lo, lo, gain_lo, beyond_lo, _), (gap_hi, hi, gain_hi, beyond_hi, _) = measured[0], measured[-1]
+
+    def growth(what: str, at_hi: Comparison, at_lo: Comparison, primary: bool) -> Comparison:
+        n_hi, n_lo = min(at_hi.a[2], at_hi.b[2]), min(at_lo.a[2], at_lo.b[2])
+        if NOT_MEASURED in (at_hi.verdict, at_lo.verdict):
+            return Comparison(6, what, "", "", (math.nan, math.nan, 0), (math.nan, math.nan, 0), math.nan, math.nan,
+                              NOT_MEASURED, primary, at_hi.note or at_lo.note)  # fmt: skip
+        diff, se = at_hi.diff - at_lo.diff, math.hypot(at_hi.se, at_lo.se)
+        return Comparison(6, what, f"gain at {hi.setting_text}", f"gain at {lo.setting_text}",
+                          (at_hi.diff, math.nan, n_hi), (at_lo.diff, math.nan, n_lo), diff, se,
+                          decide(diff, se, n_hi, n_lo), primary)  # fmt: skip
+
+    kind = lo.kind
+    comps = [
+        growth(f"{lo.headline} acc gain over sum, largest gap minus smallest", gain_hi, gain_lo, True),
+        growth(f"{lo.headline} acc gain over {control}, largest gap minus smallest", beyond_hi, beyond_lo, False),
+        *(gain for _, _, gain, _, _ in measured),
+    ]
+    notes = [text for *_, text in measured]
+    notes.append(f"settings ordered by the measured gap: {', '.join(c.setting_text for _, c, *_ in measured)}")
+    setting = f"across settings: {lo.setting_text} (gap {gap_lo:.2f}) to {hi.setting_text} (gap {gap_hi:.2f})"
+    statement = f"MMPareto's gain over the uniform sum grows with the difficulty gap between the {kind}s"
+    return ClaimResult(6, statement, lo.dataset, setting, _overall(comps), comps, notes)
 
 
 RULE = (
@@ -336,8 +413,9 @@ def claim_checks(runset: RunSet, histories: Histories, magnitude_control: str = 
     lines = ["## Claim checks", "", RULE, ""]
     for dataset in runset.datasets:
         settings = sorted({tuple(k[1:]) for k in runset.rows(dataset)})
-        for setting in settings:
-            checker = ClaimChecker(runset, histories, dataset, setting, magnitude_control, direction_control)
+        checkers = [ClaimChecker(runset, histories, dataset, s, magnitude_control, direction_control) for s in settings]
+        across = gain_with_gap(checkers, magnitude_control)
+        for checker in checkers:
             found = checker.all()
             results.extend(found)
             title = dataset if len(settings) == 1 else f"{dataset} ({checker.setting_text})"
@@ -350,6 +428,15 @@ def claim_checks(runset: RunSet, histories: Histories, magnitude_control: str = 
                     lines.append(f"| {r.claim} | {_cell(what)} | {_cell(c.measured())} | {c.verdict} |")
             notes = [f"- claim {r.claim}: {n}" for r in found for n in r.notes]
             lines += ["", *notes, ""] if notes else [""]
+        if across is not None:
+            results.append(across)
+            lines += [f"### {dataset}, {across.setting}", "", "| # | Claim | Verdict |", "|---|---|---|",
+                      f"| 6 | {across.statement} | **{across.verdict}** |", "",
+                      "| # | Comparison | Measured | Verdict |", "|---|---|---|---|"]  # fmt: skip
+            for c in across.comparisons:
+                what = c.what + ("" if c.primary else " *(info)*")
+                lines.append(f"| 6 | {_cell(what)} | {_cell(c.measured())} | {c.verdict} |")
+            lines += ["", *[f"- claim 6: {n}" for n in across.notes], ""]
     return "\n".join(lines).rstrip() + "\n", results
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from framework import metric_names
-from framework.metric_names import MULTIMODAL
+from framework.metric_names import MEAN, MULTIMODAL
 
 
 @dataclass
@@ -38,7 +38,9 @@ class RunRecord:
 
     @property
     def modalities(self) -> list[str]:
-        return [h for h in self.heads if h != MULTIMODAL]
+        """The per-modality (multimodal models) or per-task (multi-task models) heads: every head but
+        ``multimodal`` and the tasks' ``mean``."""
+        return [h for h in self.heads if h not in (MULTIMODAL, MEAN)]
 
     @property
     def epochs(self) -> int | None:
