@@ -231,9 +231,13 @@ def conflict_table(
         records.append(row)
     frame = pd.DataFrame(records, columns=[*keys, "n", *[f"{s}_{x}" for s in stats for x in ("mean", "std")]])
     many = any(len(r.groups().get(g, [])) > 1 for runs in rows.values() for r in runs for g in groups)
-    condition = "cos(g_mm, g_m) < 0" + ("; on groups that three or more losses reach, any pair" if many else "")
+    pairs = {p for runs in rows.values() for r in runs for g in groups for p in r.groups().get(g, [])}
+    multimodal = all(p.split(".")[0] == MULTIMODAL for p in pairs)
+    condition = "cos(g_mm, g_m) < 0" if multimodal else "cos(g_a, g_b) < 0 for the losses a, b reaching it"
+    condition += "; on groups that three or more losses reach, any pair" if many else ""
+    where = "encoder" if multimodal else "parameter group"
     title = (
-        f"{_block_title(dataset, block)}: conflict rate (% of steps with {condition}) per encoder, in the first third (early) "
+        f"{_block_title(dataset, block)}: conflict rate (% of steps with {condition}) per {where}, in the first third (early) "
         "and last third (late) of training and overall; share (%) of conflicting steps in the first half"
     )
     return Table(dataset, title, frame, keys, stats, headers, best={}, digits=1, block=block)

@@ -105,6 +105,8 @@ def test_multitask_runs_report_accuracy_per_task_and_the_mean(compose_cfg, track
     assert all(f"{h} (best val)" in table for h in ("left", "right", "same", "Mean")) and "Multimodal" not in table
     assert "multi_mnist" in table and "| sum |" in table and "| mmpareto |" in table
     assert "- left out: 0 " in (out / "report.md").read_text()
+    conflicts = (out / "conflicts.md").read_text()  # no loss is the multimodal one: any pair, per group
+    assert "cos(g_a, g_b) < 0" in conflicts and "per parameter group" in conflicts and "g_mm" not in conflicts
 
 
 @pytest.mark.parametrize("integrator", sorted(INTEGRATORS))
