@@ -360,7 +360,8 @@ def gain_with_gap(checkers: Sequence[ClaimChecker], control: str = MAGNITUDE_CON
     measured = []
     for checker in checkers:
         gap, text = checker.head_gap()
-        m, h = _acc(checker.runs(MMPARETO), checker.headline), checker.headline
+        h = checker.headline
+        m = _acc(checker.runs(MMPARETO), h)
         gain = compare(6, f"gain over sum at {checker.setting_text}", MMPARETO, m, SUM, _acc(checker.runs(SUM), h),
                        primary=False)  # fmt: skip
         beyond = compare(6, f"gain over {control} at {checker.setting_text}", MMPARETO, m, control,
@@ -414,30 +415,28 @@ def claim_checks(runset: RunSet, histories: Histories, magnitude_control: str = 
     for dataset in runset.datasets:
         settings = sorted({tuple(k[1:]) for k in runset.rows(dataset)})
         checkers = [ClaimChecker(runset, histories, dataset, s, magnitude_control, direction_control) for s in settings]
-        across = gain_with_gap(checkers, magnitude_control)
         for checker in checkers:
             found = checker.all()
             results.extend(found)
-            title = dataset if len(settings) == 1 else f"{dataset} ({checker.setting_text})"
-            lines += [f"### {title}", "", "| # | Claim | Verdict |", "|---|---|---|"]
-            lines += [f"| {r.claim} | {r.statement} | **{r.verdict}** |" for r in found]
-            lines += ["", "| # | Comparison | Measured | Verdict |", "|---|---|---|---|"]
-            for r in found:
-                for c in r.comparisons:
-                    what = c.what + ("" if c.primary else " *(info)*")
-                    lines.append(f"| {r.claim} | {_cell(what)} | {_cell(c.measured())} | {c.verdict} |")
-            notes = [f"- claim {r.claim}: {n}" for r in found for n in r.notes]
-            lines += ["", *notes, ""] if notes else [""]
+            lines += _section(dataset if len(settings) == 1 else f"{dataset} ({checker.setting_text})", found)
+        across = gain_with_gap(checkers, magnitude_control)
         if across is not None:
             results.append(across)
-            lines += [f"### {dataset}, {across.setting}", "", "| # | Claim | Verdict |", "|---|---|---|",
-                      f"| 6 | {across.statement} | **{across.verdict}** |", "",
-                      "| # | Comparison | Measured | Verdict |", "|---|---|---|---|"]  # fmt: skip
-            for c in across.comparisons:
-                what = c.what + ("" if c.primary else " *(info)*")
-                lines.append(f"| 6 | {_cell(what)} | {_cell(c.measured())} | {c.verdict} |")
-            lines += ["", *[f"- claim 6: {n}" for n in across.notes], ""]
+            lines += _section(f"{dataset}, {across.setting}", [across])
     return "\n".join(lines).rstrip() + "\n", results
+
+
+def _section(title: str, found: Sequence[ClaimResult]) -> list[str]:
+    """Markdown lines of one section: the verdicts, every comparison, the notes."""
+    lines = [f"### {title}", "", "| # | Claim | Verdict |", "|---|---|---|"]
+    lines += [f"| {r.claim} | {r.statement} | **{r.verdict}** |" for r in found]
+    lines += ["", "| # | Comparison | Measured | Verdict |", "|---|---|---|---|"]
+    for r in found:
+        for c in r.comparisons:
+            what = c.what + ("" if c.primary else " *(info)*")
+            lines.append(f"| {r.claim} | {_cell(what)} | {_cell(c.measured())} | {c.verdict} |")
+    notes = [f"- claim {r.claim}: {n}" for r in found for n in r.notes]
+    return [*lines, "", *notes, ""] if notes else [*lines, ""]
 
 
 def _cell(text: str) -> str:
