@@ -10,7 +10,8 @@ Reads the runs of the experiments from MLflow (``$MLFLOW_TRACKING_URI``, else th
   (both: one table per model when the runs' models have different parameter groups)
 - ``decisions.{md,tex,csv}``: what the imbalance methods decided (coefficients, loss weights,
   ratios), mean over the logged steps, mean ± std over seeds
-- ``claims.md``, ``claims.json``: the paper's claims checked against the runs
+- ``claims.md``, ``claims.json``: the paper's claims checked against the runs; ``claims.md`` also
+  compares every run group with ``sum`` per setting (Δ accuracy, Welch SE, verdict)
 - ``<dataset>_{cosine,grad_norm_hist,accuracy_bars,conflict_rate,cov_trace}.png``
 - ``runs.csv``: every run read, counted or not, with the reason; ``report.md``: all of it
 

@@ -76,3 +76,20 @@ def test_gain_that_shrinks_with_the_gap_is_not_held(uri, toy):
     (grows,) = [r for r in results if r.claim == 6]
     assert grows.comparisons[0].diff == pytest.approx(-2.0, abs=0.5)  # mean gain: 2 points at none, 0 at clear
     assert grows.verdict == NOT_HELD
+
+
+def test_every_run_group_is_compared_with_sum(uri, toy):
+    means = write(uri, "versus", toy, {"none": 0.0, "clear": 0.06})
+    md, _ = checks(uri, "versus")
+    section = md.split("### synthetic (gap=clear): every run group against sum")[1].split("###")[0]
+    rows = {
+        line.split(" | ")[0].strip("| "): line.split(" | ") for line in section.splitlines() if line.startswith("| ")
+    }
+    assert rows["sum"][2] == f"{np.mean(means['clear', 'sum']):.2f} ± {np.std(means['clear', 'sum'], ddof=1):.2f}"
+    mm = rows["mmpareto"]
+    gain = np.mean(means["clear", "mmpareto"]) - np.mean(means["clear", "sum"])
+    assert float(mm[3]) == pytest.approx(gain, abs=0.006) and mm[5] == "held"
+    assert float(mm[7].strip(" |")) == pytest.approx(6.0, abs=0.5)  # the right task carries the gain
+    assert float(mm[6]) == pytest.approx(0.0, abs=0.5)
+    none = md.split("### synthetic (gap=none): every run group against sum")[1].split("###")[0]
+    assert "| mmpareto | 3 |" in none
