@@ -396,7 +396,7 @@ def gain_with_gap(checkers: Sequence[ClaimChecker], control: str = MAGNITUDE_CON
     return ClaimResult(6, statement, lo.dataset, setting, _overall(comps), comps, notes)
 
 
-def against_baseline(checker: ClaimChecker, baseline: str = SUM) -> list[tuple[Comparison, list[Comparison]]]:
+def against_baseline(checker: ClaimChecker, baseline: str = SUM) -> list[tuple[Comparison, dict[str, Comparison]]]:
     """Every other run group of the checker's setting against ``baseline``: the headline accuracy
     (best validation epoch), and beside it the same comparison per head. Empty without baseline runs."""
     base = checker.runs(baseline)
@@ -409,29 +409,38 @@ def against_baseline(checker: ClaimChecker, baseline: str = SUM) -> list[tuple[C
         if label == baseline:
             continue
         headline = compare(0, f"{h} acc vs {baseline}", label, _acc(runs, h), baseline, _acc(base, h))
-        per_head = [compare(0, f"{head} acc vs {baseline}", label, _acc(runs, head), baseline, _acc(base, head),
-                            primary=False) for head in heads]  # fmt: skip
+        per_head = {head: compare(0, f"{head} acc vs {baseline}", label, _acc(runs, head), baseline, _acc(base, head),
+                                  primary=False) for head in heads}  # fmt: skip
         out.append((headline, per_head))
     return out
 
 
-def _baseline_section(title: str, rows: Sequence[tuple[Comparison, list[Comparison]]], baseline: str) -> list[str]:
+def _baseline_section(title: str, headline: str, baseline: str,
+                      rows: Sequence[tuple[Comparison, dict[str, Comparison]]]) -> list[str]:  # fmt: skip
     if not rows:
         return []
-    heads = [c.what.split(" acc vs ")[0] for c in rows[0][1]]
-    headline = rows[0][0].what.split(" acc vs ")[0]
+    heads = list(rows[0][1])
     lines = [f"### {title}: every run group against {baseline}", "",
              f"| Integrator | n | {headline} | Δ {headline} | SE | Verdict | " + " | ".join(f"Δ {h}" for h in heads) + " |",
              "|---|--:|--:|--:|--:|---|" + "--:|" * len(heads)]  # fmt: skip
     bm, bs, bn = rows[0][0].b
-    lines.append(f"| {_cell(baseline)} | {bn} | {bm:.2f} ± {bs:.2f} | | | | " + " | ".join("" for _ in heads) + " |")
+    lines.append(f"| {_cell(baseline)} | {bn} | {_mean_std(bm, bs)} | | | | " + " | ".join("" for _ in heads) + " |")
     for c, per_head in rows:
         (mean, std, n), se = c.a, c.se
-        fmt = lambda v: "–" if math.isnan(v) else f"{v:+.2f}"  # noqa: E731
-        cells = [_cell(c.a_name), str(n), "–" if math.isnan(mean) else f"{mean:.2f} ± {std:.2f}", fmt(c.diff),
-                 "–" if math.isnan(se) else f"{se:.2f}", c.verdict, *(fmt(p.diff) for p in per_head)]  # fmt: skip
+        cells = [_cell(c.a_name), str(n), _mean_std(mean, std), _signed(c.diff), "–" if math.isnan(se) else f"{se:.2f}",
+                 c.verdict, *(_signed(p.diff) for p in per_head.values())]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return [*lines, ""]
+
+
+def _mean_std(mean: float, std: float) -> str:
+    if math.isnan(mean):
+        return "–"
+    return f"{mean:.2f}" + ("" if math.isnan(std) else f" ± {std:.2f}")
+
+
+def _signed(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:+.2f}"
 
 
 RULE = (
@@ -458,7 +467,7 @@ def claim_checks(runset: RunSet, histories: Histories, magnitude_control: str = 
             results.extend(found)
             title = dataset if len(settings) == 1 else f"{dataset} ({checker.setting_text})"
             lines += _section(title, found)
-            lines += _baseline_section(title, against_baseline(checker), SUM)
+            lines += _baseline_section(title, checker.headline, SUM, against_baseline(checker))
         across = gain_with_gap(checkers, magnitude_control)
         if across is not None:
             results.append(across)
