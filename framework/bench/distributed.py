@@ -32,7 +32,13 @@ import torch.multiprocessing as mp
 from ..data.sharding import shard_of
 from ..integrators import get_integrator
 from ..losses import MultitaskLoss
-from ..training.distributed import DataParallel, DistributedContext, DistributedSettings
+from ..training.distributed import (
+    DataParallel,
+    DistributedContext,
+    DistributedSettings,
+    init_process_group,
+    shutdown,
+)
 from ..training.gradients import GradientEngine
 from .cases import make_batch, make_optimizer, model_case
 
@@ -88,7 +94,7 @@ def _worker(
     rank: int, world_size: int, store: str, out: str, models: list[str], quick: bool, rounds: int | None, warmup: int
 ) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
+    init_process_group("gloo", rank, world_size, init_method=f"file://{store}")
     context = DistributedContext(rank, world_size, rank, torch.device("cpu"), "gloo", DistributedSettings())
     results: dict[str, dict[str, dict[str, float]]] = {}
     try:
@@ -136,7 +142,7 @@ def _worker(
             Path(out).write_text(json.dumps(results))
         dist.barrier()
     finally:
-        dist.destroy_process_group()
+        shutdown()
 
 
 def bench_world(

@@ -170,10 +170,8 @@ def init(settings: DistributedSettings, device_choice: str) -> DistributedContex
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(
-            backend, rank=where.rank, world_size=where.world_size, timeout=timedelta(seconds=settings.timeout_s)
-        )
-        atexit.register(_destroy)
+        init_process_group(backend, where.rank, where.world_size, settings.timeout_s)
+        atexit.register(shutdown)
         if where.launcher == "torchrun":
             signal.signal(signal.SIGTERM, _on_sigterm)
     if where.rank != 0:
@@ -182,6 +180,22 @@ def init(settings: DistributedSettings, device_choice: str) -> DistributedContex
         "data parallel: %d ranks (%s), backend %s, rank 0 on %s", where.world_size, where.launcher, backend, device
     )
     return DistributedContext(where.rank, where.world_size, where.local_rank, device, backend, settings)
+
+
+def init_process_group(
+    backend: str, rank: int, world_size: int, timeout_s: float = 300.0, init_method: str | None = None
+) -> None:
+    """:func:`torch.distributed.init_process_group`, so that :func:`shutdown` can end the group.
+
+    ``torch._dynamo`` keeps references to the default group when it is first imported after the
+    group exists (the first optimizer imports it), and ``destroy_process_group`` cannot drop those:
+    gloo's threads would then live until the interpreter finalizes (see :func:`shutdown`). So it
+    is imported first."""
+    import torch._dynamo  # noqa: F401
+
+    dist.init_process_group(
+        backend, init_method=init_method, rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout_s)
+    )
 
 
 class RankFailure(RuntimeError):
@@ -196,7 +210,14 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise RankFailure("stopped by the launcher (SIGTERM): another rank failed")
 
 
-def _destroy() -> None:
+def shutdown() -> None:
+    """Destroy this process's group while the interpreter is alive (at exit, or by a caller).
+
+    Destroying a group created by :func:`init_process_group` joins gloo's threads. A gloo thread
+    still alive when the interpreter finalizes may need the GIL to free the tensors of the last
+    collective; Python then ends it in the middle of C++ code, and the process aborts
+    ("terminate called without an active exception", SIGABRT) after its run has finished.
+    """
     if dist.is_initialized():
         dist.destroy_process_group()
 

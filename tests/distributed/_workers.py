@@ -7,7 +7,6 @@ from functools import partial
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from framework.data.synthetic import synthetic_splits
 from framework.integrators import get_integrator
@@ -16,7 +15,13 @@ from framework.models import LateFusionModel
 from framework.models.encoders import MLPEncoder
 from framework.models.fusion import ConcatFusion
 from framework.models.transformer import CrossModalTransformer
-from framework.training.distributed import DataParallel, DistributedContext, DistributedSettings
+from framework.training.distributed import (
+    DataParallel,
+    DistributedContext,
+    DistributedSettings,
+    init_process_group,
+    shutdown,
+)
 from framework.training.statistics import StatisticsSettings
 from framework.training.trainer import Trainer, TrainerSettings
 
@@ -87,10 +92,10 @@ def single(out: Path) -> None:
 
 def ranked(rank: int, world_size: int, store: str, out: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
+    init_process_group("gloo", rank, world_size, init_method=f"file://{store}")
     try:
         context = DistributedContext(rank, world_size, rank, torch.device("cpu"), "gloo", DistributedSettings())
         found = {case: train(case, lambda model: DataParallel(context, model), context.device) for case in CASES}
         torch.save(found, f"{out}.rank{rank}")
     finally:
-        dist.destroy_process_group()
+        shutdown()
