@@ -103,6 +103,10 @@ class Integrator(ABC):
 
     default_magnitude: ClassVar[str] = "none"
     """The method's published magnitude choice (see :func:`~.magnitude.magnitude_rule`)."""
+    first_loss_is_primary: ClassVar[bool] = False
+    """Whether the first loss reaching a group has a role of its own (the primary objective), so
+    that reordering the losses changes the update. ``False``: the losses are treated alike, and no
+    loss is special (a multi-task model's tasks; the multimodal loss gets no special treatment)."""
 
     magnitude: MagnitudeRule | None = None
     _magnitude_choice: tuple[str, float, str] | None = None

@@ -22,11 +22,13 @@ class PCD(GramianWeightingIntegrator):
     number, or one per secondary loss); ``beta``: the decay of the EMA of the squared gradient norms;
     ``eps``: added to that EMA. torchjd's defaults.
 
-    Row 0, the multimodal loss here, is the primary objective. Stateful (the EMA, one per group).
+    Row 0 is the primary objective: the multimodal loss of a multimodal model, the first task of a
+    multi-task one (``left`` on Multi-MNIST). Stateful (the EMA, one per group).
     The update scales with the gradients while their squared norms are well above ``eps``.
     """
 
     per_group_state: ClassVar[bool] = True
+    first_loss_is_primary: ClassVar[bool] = True
 
     def __init__(self, tau: float | Sequence[float] = 0.02, beta: float = 0.999, eps: float = 1e-8) -> None:
         self.tau: float | list[float] = float(tau) if isinstance(tau, int | float) else [float(t) for t in tau]

@@ -7,6 +7,8 @@ method's own mathematics lives in its own file (test_sum.py, test_mgda.py, ...).
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -165,6 +167,26 @@ def test_single_loss_passes_through_with_weight_one(make, dtype: torch.dtype):
     lists = R.reshape_rows(g, R.SHAPES)
     out, _ = make().integrate(lists, inplace=True)
     assert all(o is t for o, t in zip(out, lists[0], strict=True))
+
+
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_no_loss_is_special_unless_the_first_is_primary(case, make, seed: int, k: int):
+    # Reordering the losses reorders the weights and leaves the update as it is, unless the method
+    # declares a primary first loss (then moving another loss first changes the update).
+    if "seed" in inspect.signature(type(make()).__init__).parameters:
+        pytest.skip("draws random numbers (its seed): reordered inputs meet other draws")
+    g = conflicting(seed + 20, k, sum(R.SIZES))
+    order = np.roll(np.arange(k), 1)  # every loss moves; the last one comes first
+    base, decision = A.run(make(), g, R.SIZES)
+    out, reordered = A.run(make(), g[order], R.SIZES)
+    if make().first_loss_is_primary:
+        assert not np.allclose(out, base, rtol=1e-3, atol=0.0), "a primary first loss: the order matters"
+        return
+    rtol = solver_rtol(case, 1e-10)
+    np.testing.assert_allclose(out, base, **A.tol(base, rtol))
+    weights = R.as_np(decision.weights)
+    np.testing.assert_allclose(R.as_np(reordered.weights), weights[order], **A.tol(weights, rtol))
 
 
 # ------------------------------------------------------------------ numerics
