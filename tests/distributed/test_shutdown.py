@@ -6,13 +6,13 @@ created before it was imported."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.distributed]
 
@@ -43,12 +43,6 @@ RANK = textwrap.dedent(
     print(running, gloo_threads(), dist.is_initialized())
     """
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_shutdown_joins_every_gloo_thread_after_an_optimizer_imported_dynamo(tmp_path):

@@ -12,7 +12,6 @@ import collections
 import json
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 JOBS = int(os.environ.get("FRAMEWORK_LOAD_JOBS", "32"))
@@ -34,12 +34,6 @@ JOB = [
     "trainer.progress=false",
 ]
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def env_for(tmp_path: Path, uri: str) -> dict[str, str]:

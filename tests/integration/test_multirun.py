@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf, open_dict
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SWEEPS = ROOT / "sweeps"
@@ -108,12 +108,6 @@ def test_submitit_local_jobs_run_at_once_into_a_fresh_embedded_store(tmp_path):
     ]
     folders = list((tmp_path / "multi" / ".submitit").iterdir())
     assert len(folders) == 1, "one fresh submitit folder per sweep"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

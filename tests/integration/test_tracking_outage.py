@@ -9,7 +9,6 @@ from __future__ import annotations
 import collections
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -18,16 +17,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 MLFLOW = Path(sys.executable).with_name("mlflow")
 OVERRIDES = ["experiment=smoke", "trainer.epochs=6", "seed=0", "trainer.progress=false"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

@@ -8,7 +8,6 @@ makes that a failure; any other failure of the script fails them.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 # the local cluster is CPU-only with 2 CPUs: one CPU and 1 GB per job, so two run side by side
@@ -53,17 +53,11 @@ def slurm() -> Iterator[str]:
         os.environ["SLURM_CONF"] = previous
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """scripts/mlflow_server.sh over a fresh sqlite backend: the store the Slurm jobs write to."""
     base = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_STATE": str(base / "server")}
     backend = base / "server.db"
     started = subprocess.run(
