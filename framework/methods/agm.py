@@ -81,6 +81,14 @@ def agm_coefficients(scores: dict[str, float], running: dict[str, float], alpha:
     }
 
 
+def clipped_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters with a gradient that AGM's clip covers: all but the unimodal heads
+    (``unimodal_heads``: probes under ``loss=one_joint``), which the authors' model does not have."""
+    heads = getattr(model, "unimodal_heads", None)
+    probes = {id(p) for p in heads.parameters()} if isinstance(heads, nn.Module) else set()
+    return [p for p in model.parameters() if p.grad is not None and id(p) not in probes]
+
+
 @register("agm")
 class AGM(Method):
     """AGM (Li, Li, Hu, Li, Xiao, Dou: "Boosting Multi-modal Model Performance with Adaptive Gradient
@@ -92,8 +100,10 @@ class AGM(Method):
     :func:`agm_scores`, the coefficients :func:`agm_coefficients` against the running mean of the
     scores over all steps so far; the fused output is ``sum_u scale_grad(m_u, coeff_u)`` (the same
     value, each response's gradient scaled: the code's backward hooks), so the multimodal loss's
-    gradient on modality ``u`` is scaled by ``coeff_u``. With ``clip``, the code's guard: when the
-    fusion head's weight gradient leaves [-1, 1], every gradient is clipped to total norm 1.
+    gradient on modality ``u`` is scaled by ``coeff_u``. With ``clip``, the code's guard
+    (``run/AVMNIST_main.py:186-190``): when the fusion head's weight gradient leaves [-1, 1], the
+    gradients are clipped to total norm 1, over :func:`clipped_parameters` (encoders, fusion, fusion
+    head: the code's ``model.parameters()``, which hold no unimodal heads; the probes keep theirs).
 
     Parameters (``utils/config.py`` defaults): ``alpha`` 1.0 (README runs AV-MNIST with 2.5),
     ``modulation_starts`` 0, ``modulation_ends`` 19 (the code's 1-based epochs 1..20; ours are
@@ -149,7 +159,7 @@ class AGM(Method):
         weight = getattr(head, "weight", None)
         grad = weight.grad if self.clip and weight is not None else None
         if grad is not None and (float(grad.max()) > 1.0 or float(grad.min()) < -1.0):
-            nn.utils.clip_grad_norm_([p for p in view.model.parameters() if p.grad is not None], max_norm=1.0)
+            nn.utils.clip_grad_norm_(clipped_parameters(view.model), max_norm=1.0)
 
     def state_dict(self) -> dict[str, Any]:
         return {"running": dict(self.running), "iteration": self.iteration, "scales": dict(self.scales)}

@@ -73,3 +73,22 @@ def test_running_scores_and_coefficients_survive_a_checkpoint():
     other = get_method("agm")
     other.load_state_dict(method.state_dict())
     assert (other.running, other.iteration, other.scales) == (method.running, method.iteration, method.scales)
+
+
+def test_the_clip_covers_the_encoders_and_the_fusion_head_not_the_probes():
+    model, splits = H.make_model()
+    plain_model = H.twin(model)
+    inputs, labels = H.batch(splits)
+    inputs = {m: 30.0 * x for m, x in inputs.items()}  # large features: the fusion head's gradient leaves [-1, 1]
+    (clipped,) = H.step_gradients(H.make_trainer(get_method("agm"), model, splits, detach=True), inputs, labels)
+    (free,) = H.step_gradients(
+        H.make_trainer(get_method("agm", clip=False), plain_model, splits, detach=True), inputs, labels
+    )
+    assert float(free["fusion_head.weight"].abs().max()) > 1.0
+    probes = {n for n in free if n.startswith("unimodal_heads.")}
+    assert probes and all(float(free[n].abs().max()) > 0 for n in probes)
+    norm = torch.linalg.vector_norm(torch.stack([free[n].norm() for n in free if n not in probes]))
+    assert norm > 1.0
+    for name, grad in free.items():  # the authors' model has no probes: its norm is the rest's
+        expected = grad if name in probes else grad * (1.0 / (float(norm) + 1e-6))
+        assert_close(clipped[name], expected, rtol=1e-5, atol=1e-7)
