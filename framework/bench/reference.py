@@ -11,17 +11,16 @@ from torch import Tensor
 from ..losses import MultitaskLoss
 from ..models.base import MULTIMODAL, MultimodalModel
 
-REFERENCE_CLIP = (0.001, 0.999)
-"""The reference solver clips the two-vector min-norm weight to this range."""
 
-
-def two_vector_weight(v11: float, v12: float, v22: float, low: float, high: float) -> float:
-    """Weight ``a`` of the first vector in ``min |a v1 + (1 - a) v2|``, clipped to ``[low, high]``
-    (``1/2`` where ``v1 == v2``): the reference solver's two-vector case, in closed form."""
-    denom = v11 + v22 - 2.0 * v12
-    if denom <= 0.0:
-        return min(max(0.5, low), high)
-    return min(max((v22 - v12) / denom, low), high)
+def two_vector_weight(v11: float, v12: float, v22: float) -> float:
+    """Weight of the first vector in ``min |a v1 + (1 - a) v2|``, as the reference solver's
+    ``_min_norm_element_from2`` returns it: 0.999 or 0.001 in its two degenerate cases, else the
+    exact, unclipped minimiser."""
+    if v12 >= v11:
+        return 0.999
+    if v12 >= v22:
+        return 0.001
+    return (v22 - v12) / (v11 + v22 - 2.0 * v12)
 
 
 def reference_style_step(
@@ -54,7 +53,7 @@ def reference_style_step(
             v12 += torch.mul(a, b).sum().item()
             v11 += torch.mul(a, a).sum().item()
             v22 += torch.mul(b, b).sum().item()
-        weight = two_vector_weight(v11, v12, v22, *REFERENCE_CLIP)
+        weight = two_vector_weight(v11, v12, v22)
         return [weight, 1.0 - weight]
 
     def step() -> None:

@@ -27,6 +27,20 @@ def two_vector_weight(g00: float, g01: float, g11: float, low: float = 0.0, high
     return min(max((g11 - g01) / denom, low), high)
 
 
+def sener_koltun_two_vector_weight(g00: float, g01: float, g11: float) -> float:
+    """Weight ``a`` of the first vector as Sener & Koltun's ``_min_norm_element_from2`` returns it.
+
+    ``0.999`` if ``v0.v1 >= |v0|^2``, else ``0.001`` if ``v0.v1 >= |v1|^2`` (the two degenerate
+    cases, where the exact minimiser lies at or beyond an end of the segment), else the exact
+    minimiser ``(|v1|^2 - v0.v1) / |v0 - v1|^2``, which then lies strictly inside ``(0, 1)``: no clipping.
+    """
+    if g01 >= g00:
+        return 0.999
+    if g01 >= g11:
+        return 0.001
+    return (g11 - g01) / (g00 + g11 - 2.0 * g01)
+
+
 def min_norm_weights(gram: Tensor) -> Tensor:
     """Exact min-norm weights on the simplex for a ``(k, k)`` Gram matrix (float64 result)."""
     g = gram.detach().double().cpu().numpy()

@@ -13,16 +13,15 @@ import torch
 from torch import Tensor
 
 from .base import Integrator, cosine_from_gram
-from .min_norm import min_norm_weights, two_vector_weight
+from .min_norm import min_norm_weights, sener_koltun_two_vector_weight
 from .registry import register
-
-REFERENCE_CLIP = (0.001, 0.999)
 
 
 def mmpareto_weights(gram: Tensor) -> Tensor:
     """The simplex weights ``a``: uniform ``1/k`` when every pairwise cosine is > 0, else min-norm.
 
-    With two losses the min-norm weight is clipped to ``[0.001, 0.999]`` as the reference solver does.
+    With two losses the min-norm weight is the reference solver's (``_min_norm_element_from2``): exact,
+    unclipped, except in its two degenerate cases (a zero gradient under the ``cos <= 0`` branch).
     """
     k = gram.shape[0]
     cosine = cosine_from_gram(gram)
@@ -30,7 +29,7 @@ def mmpareto_weights(gram: Tensor) -> Tensor:
     if k == 1 or bool((off_diagonal > 0).all()):
         return torch.full((k,), 1.0 / k, dtype=torch.float64)
     if k == 2:
-        a = two_vector_weight(float(gram[0, 0]), float(gram[0, 1]), float(gram[1, 1]), *REFERENCE_CLIP)
+        a = sener_koltun_two_vector_weight(float(gram[0, 0]), float(gram[0, 1]), float(gram[1, 1]))
         return torch.tensor([a, 1.0 - a], dtype=torch.float64)
     return min_norm_weights(gram)
 

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 
-CLIP = (0.001, 0.999)
+INTERIOR = (0.001, 0.999)
+"""Random pairs keep their min-norm weight this far from the reference solver's degenerate ends."""
 
 # (shapes of the parameter tensors of one group) used by the tensor-API tests
 SHAPES = [(3, 4), (5,), (2, 2, 2)]
@@ -47,14 +48,14 @@ def split(v: np.ndarray, sizes) -> list[np.ndarray]:
 
 
 def conflicting_pair(seed: int, d: int, ratio: float = 1.0) -> np.ndarray:
-    """Two gradients with cos < 0 whose min-norm weight is strictly inside the clip range."""
+    """Two gradients with cos < 0 whose min-norm weight is strictly inside :data:`INTERIOR`."""
     r = rng(seed)
     while True:
         g = r.standard_normal((2, d))
         g[1] = -0.6 * g[0] * ratio + r.standard_normal(d) * 0.8 * ratio
         c = cosine(g)[0, 1]
         a = two_weight(g, 0.0, 1.0)
-        if c < -0.05 and CLIP[0] + 1e-3 < a < CLIP[1] - 1e-3:
+        if c < -0.05 and INTERIOR[0] + 1e-3 < a < INTERIOR[1] - 1e-3:
             return g
 
 
@@ -89,6 +90,18 @@ def two_weight(g: np.ndarray, low: float, high: float) -> float:
     if denom == 0.0:
         return 0.5
     return float(np.clip((g2 @ g2 - g1 @ g2) / denom, low, high))
+
+
+def reference_two_weight(g: np.ndarray) -> float:
+    """The spec's two-loss weight (Sener & Koltun's ``_min_norm_element_from2``): 0.999 if
+    ``g1.g2 >= |g1|^2``, else 0.001 if ``g1.g2 >= |g2|^2``, else the exact minimiser, unclipped."""
+    g1, g2 = g[0], g[1]
+    g11, g12, g22 = float(g1 @ g1), float(g1 @ g2), float(g2 @ g2)
+    if g12 >= g11:
+        return 0.999
+    if g12 >= g22:
+        return 0.001
+    return (g22 - g12) / (g11 + g22 - 2.0 * g12)
 
 
 def scipy_min_norm(G: np.ndarray) -> np.ndarray:
@@ -143,7 +156,7 @@ def ref_mmpareto(g: np.ndarray, sizes, gamma: float, rescale: str, weights: np.n
         if k == 1 or (c[~np.eye(k, dtype=bool)] > 0).all():
             weights = np.full(k, 1.0 / k)
         elif k == 2:
-            a = two_weight(g, *CLIP)
+            a = reference_two_weight(g)
             weights = np.array([a, 1.0 - a])
         else:
             weights = scipy_min_norm(gram(g))

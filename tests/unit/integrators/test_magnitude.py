@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from framework.integrators import INTEGRATORS, get_integrator
-from framework.integrators.magnitude import MAGNITUDE_CHOICES
+from framework.integrators.magnitude import DESCENT_COSINE_TOL, MAGNITUDE_CHOICES
 
 from . import _refs as R
 
@@ -21,7 +21,7 @@ def conflicting(seed: int, k: int, d: int = 12) -> np.ndarray:
         c = R.cosine(g)
         if (c[~np.eye(k, dtype=bool)] < 0).all():
             a = R.two_weight(g, 0.0, 1.0) if k == 2 else 0.5
-            if k > 2 or R.CLIP[0] + 1e-3 < a < R.CLIP[1] - 1e-3:
+            if k > 2 or R.INTERIOR[0] + 1e-3 < a < R.INTERIOR[1] - 1e-3:
                 return g
 
 
@@ -61,7 +61,11 @@ def test_every_integrator_takes_every_magnitude(name: str, choice: str):
     if choice == "none":
         torch.testing.assert_close(out, direction, rtol=1e-12, atol=0)
     elif direction.norm() > 0:
-        expected = (2.0 if choice == "restore_gamma" else 1.0) * max(float(direction.norm()), u)
+        # enlarged only where the direction increases no loss (test_magnitude_descent.py)
+        norms, d_norm = g.norm(dim=1), float(direction.norm())
+        descent = bool((g @ direction >= -DESCENT_COSINE_TOL * norms * d_norm - 1e-12 * norms * d_norm).all())
+        gamma = 2.0 if choice == "restore_gamma" else 1.0
+        expected = gamma * max(d_norm, u) if descent else d_norm
         assert float(out.norm()) == pytest.approx(expected, rel=1e-9)
     assert integrator.fixed_combination(3) is None or choice == "none"
 

@@ -59,7 +59,7 @@ def test_two_losses_conflict_closed_form(seed: int, gamma: float, rescale: str, 
     g = R.conflicting_pair(seed, sum(R.SIZES), ratio)
     g1, g2 = g
     assert g1 @ g2 < 0
-    a = float(np.clip((g2 @ g2 - g1 @ g2) / ((g1 - g2) @ (g1 - g2)), 0.001, 0.999))
+    a = float((g2 @ g2 - g1 @ g2) / ((g1 - g2) @ (g1 - g2)))
     h = 2 * (a * g1 + (1 - a) * g2)
     u = g1 + g2
     expected = np.empty_like(h)
@@ -103,23 +103,36 @@ def test_one_segment_tensor_equals_group(seed: int):
 
 @pytest.mark.parametrize("swap", [False, True])
 @pytest.mark.parametrize("rescale", RESCALES)
-def test_min_norm_weight_is_clipped_like_the_reference(swap: bool, rescale: str):
-    # g1 = (-1e4, 0.5), g2 = (1, 0): unclipped a = 10001 / (10001^2 + 0.25) ~ 1e-4 -> 0.001.
+def test_min_norm_weight_is_not_clipped_at_extreme_ratios(swap: bool, rescale: str):
+    # g1 = (-1e4, 0.5), g2 = (1, 0): a = 10001 / (10001^2 + 0.25) ~ 1e-4, far below 0.001. The
+    # reference solver returns it unclipped, and the update descends on both losses.
     g = np.array([[-1e4, 0.5], [1.0, 0.0]])
     if swap:
         g = g[::-1].copy()
-    a_raw = R.two_weight(g, 0.0, 1.0)
-    assert (a_raw < 0.001) != swap and (a_raw > 0.999) == swap
+    a = R.reference_two_weight(g)
+    assert (a < 0.001) != swap and (a > 0.999) == swap
     out, decision = run(g, None, rescale=rescale)
-    expected_w = [0.999, 0.001] if swap else [0.001, 0.999]
-    np.testing.assert_allclose(R.as_np(decision.weights), 2 * np.array(expected_w), rtol=1e-15)
-    h = 2 * (expected_w[0] * g[0] + expected_w[1] * g[1])
+    np.testing.assert_allclose(R.as_np(decision.weights), 2 * np.array([a, 1.0 - a]), rtol=1e-12)
+    h = 2 * (a * g[0] + (1.0 - a) * g[1])
     expected = 1.5 * max(1.0, np.linalg.norm(g.sum(0)) / np.linalg.norm(h)) * h
-    np.testing.assert_allclose(out, expected, rtol=1e-12)
-    # Consequence of the reference clipping (not a bug): the update is no longer a common descent
-    # direction -- it points against the small gradient.
-    small = g[0] if swap else g[1]
-    assert out @ small < 0
+    # h cancels a ~1e4 gradient down to ~1: compare against the update's norm
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-10 * np.linalg.norm(expected))
+    assert (g @ out > 0).all()
+    clipped = float(np.clip(a, 0.001, 0.999))
+    h_clipped = 2 * (clipped * g[0] + (1.0 - clipped) * g[1])
+    assert (g @ h_clipped < 0).any()
+
+
+@pytest.mark.parametrize("zero", [0, 1])
+def test_zero_gradient_takes_the_reference_degenerate_weight(zero: int):
+    # cos = 0 is not > 0, so the solver runs; its degenerate cases give 0.999 (first gradient zero) or
+    # 0.001 (second zero), and the magnitude rule restores the other gradient times gamma.
+    g = R.rng(3).standard_normal((2, 12))
+    g[zero] = 0.0
+    out, decision = run(g, [5, 7])
+    expected_a = 0.999 if zero == 0 else 0.001
+    np.testing.assert_allclose(R.as_np(decision.weights), 2 * np.array([expected_a, 1 - expected_a]), rtol=1e-15)
+    np.testing.assert_allclose(out, 1.5 * g[1 - zero], rtol=1e-12)
 
 
 # ------------------------------------------------------------------ more than two losses
