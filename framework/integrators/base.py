@@ -190,7 +190,7 @@ class Integrator(ABC):
             if factor != 1.0:
                 foreach.mul_(base, factor)
             return Integration(base, _decision(grams, weights, direction_norms))
-        scales = self.magnitude.scales(grams, direction_norms, working_dtype(base[0]))
+        scales = self.magnitude.scales(grams, direction_norms, working_dtype(base[0]), weights)
         foreach.mul_(base, (scales * factor).tolist())
         return Integration(base, _decision(grams, weights, scales * direction_norms))
 

@@ -9,6 +9,17 @@ Direction and magnitude are separate choices. Every integrator takes ``magnitude
 
 ``rescale`` says where norms are taken: per parameter tensor (``tensor``, MMPareto's reference
 code) or once for the group (``group``).
+
+The rule enlarges only a common descent direction. On the group, with ``G`` its Gram matrix and
+``w`` the direction's weights, ``G w = (g_i . d)_i``: if some ``g_i . d < -tol_i``, ``d`` increases
+loss ``i`` to first order and every scale is 1 (the method's own update is kept), since enlarging
+it would take a full-size step against that loss. This is the case of a regularised solver's
+residue where no common descent direction exists (UPGrad, DualProj, CAGrad on ``g_1 = -2 g_0``
+return a small ``d`` with ``g_0 . d < 0``), and of methods that do not descend on every loss
+(``sum``, PCGrad, ...). ``tol_i = DESCENT_COSINE_TOL |g_i| |d|`` plus round-off: the dual-cone
+projectors' regularisation tilts their directions by cosines of a few 1e-3 at ordinary points.
+A min-norm direction (MGDA, MMPareto) is a common descent direction or zero, so MMPareto's rule is
+unchanged; where ``|d|`` is zero up to round-off the scale is 0.
 """
 
 from __future__ import annotations
@@ -22,14 +33,17 @@ from torch import Tensor
 RESCALE_CHOICES = ("tensor", "group")
 MAGNITUDE_CHOICES = ("none", "restore", "restore_gamma")
 MAGNITUDE_DEFAULTS: dict[str, Any] = {"gamma": 1.5, "rescale": "tensor"}
+DESCENT_COSINE_TOL = 1e-2
+"""A direction with ``cos(g_i, d) >= -DESCENT_COSINE_TOL`` for every loss counts as descent."""
 
 
 class MagnitudeRule(ABC):
     """Per-tensor scales of an integrator's direction ``d = sum_i w_i g_i``."""
 
     @abstractmethod
-    def scales(self, grams: Tensor, direction_norms: Tensor, dtype: torch.dtype) -> Tensor:
-        """``(P,)`` float64 scales from the ``(P, k, k)`` per-tensor ``grams`` and ``|d_p|``.
+    def scales(self, grams: Tensor, direction_norms: Tensor, dtype: torch.dtype, weights: Tensor) -> Tensor:
+        """``(P,)`` float64 scales from the ``(P, k, k)`` per-tensor ``grams``, ``|d_p|`` and the
+        ``(k,)`` weights of ``d = sum_i w_i g_i``.
 
         ``dtype`` is the working precision of the gradients (for round-off thresholds).
         """
@@ -43,7 +57,8 @@ class RestoreAndEnlarge(MagnitudeRule):
 
     Wei & Hu, ICML 2024 (docs/mmpareto.md, step 5). Applied per parameter tensor
     (``rescale="tensor"``, the reference code) or once for the whole group (``rescale="group"``).
-    Where ``|d|`` is zero up to round-off there is no common descent direction and the scale is 0.
+    Where ``|d|`` is zero up to round-off there is no common descent direction and the scale is 0;
+    where ``d`` increases a loss on the group (:func:`is_common_descent`) every scale is 1.
     """
 
     def __init__(self, gamma: float = 1.5, rescale: str = "tensor", owner: str = "magnitude") -> None:
@@ -54,7 +69,9 @@ class RestoreAndEnlarge(MagnitudeRule):
         self.gamma = float(gamma)
         self.rescale = rescale
 
-    def scales(self, grams: Tensor, direction_norms: Tensor, dtype: torch.dtype) -> Tensor:
+    def scales(self, grams: Tensor, direction_norms: Tensor, dtype: torch.dtype, weights: Tensor) -> Tensor:
+        if not is_common_descent(grams.sum(0), weights, float(direction_norms.square().sum().sqrt()), dtype):
+            return torch.ones(len(direction_norms), dtype=torch.float64)
         d_norms = direction_norms
         grad_scale = grams.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt().amax(1)
         u_norms = grams.sum(dim=(1, 2)).clamp_min(0).sqrt()
@@ -69,6 +86,15 @@ class RestoreAndEnlarge(MagnitudeRule):
 
     def hparams(self) -> dict[str, Any]:
         return {"gamma": self.gamma, "rescale": self.rescale}
+
+
+def is_common_descent(gram: Tensor, weights: Tensor, direction_norm: float, dtype: torch.dtype) -> bool:
+    """Whether ``d = sum_i w_i g_i`` increases no loss to first order:
+    ``(G w)_i >= -(DESCENT_COSINE_TOL |g_i| |d| + 16 eps |g_i| sum_j |w_j| |g_j|)`` for every ``i``."""
+    gram, weights = gram.double(), weights.double()
+    norms = gram.diagonal().clamp_min(0).sqrt()
+    round_off = 16 * torch.finfo(dtype).eps * norms * float(weights.abs() @ norms)
+    return bool((gram @ weights >= -(DESCENT_COSINE_TOL * norms * direction_norm + round_off)).all())
 
 
 def magnitude_rule(choice: str, gamma: float, rescale: str, owner: str = "magnitude") -> MagnitudeRule | None:
