@@ -13,7 +13,8 @@ Layout under ``root``::
 
 Each sample is ``{"audio": (1, F, T), "visual": (num_frames, 3, S, S)}``. Frames are sampled as the
 reference code does: the folder's frames are cut into ``num_frames`` equal segments; training takes
-a random frame of each segment, evaluation the segment's centre frame.
+a random frame of each segment, evaluation the segment's middle frame, rounded down, as the
+reference picks it from its 1-based frame names (the first of 2 or 3 frames, the second of 4 or 5).
 
 Bad input: a missing root, split file or folder raises ``FileNotFoundError`` naming the path and
 the expected layout. A sample whose files are missing, whose label is unknown or whose files do not
@@ -85,7 +86,9 @@ def read_rows(path: Path, expected: str) -> list[list[str]]:
         raise ValueError(f"{path}: unreadable ({exc}); expected layout: {expected}") from exc
 
 
-def class_names(root: Path, default: Sequence[str] | None, train_rows: list[list[str]], num_classes: int, name: str) -> list[str]:
+def class_names(
+    root: Path, default: Sequence[str] | None, train_rows: list[list[str]], num_classes: int, name: str
+) -> list[str]:
     """``stat.csv`` (sorted, as the reference), else ``default``, else the sorted train labels."""
     stat = root / "stat.csv"
     if stat.is_file():
@@ -139,11 +142,14 @@ class AVManifestDataset(SkippingDataset):
         return self.clips[index].clip_id
 
     def frame_indices(self, count: int) -> list[int]:
-        """The reference's sampling: ``num_frames`` equal segments, random (train) or centre (eval)."""
+        """The reference's sampling: ``num_frames`` segments of ``seg = count // num_frames`` frames;
+        training takes a random frame of each, evaluation frame number ``i*seg + seg//2`` of the
+        reference's 1-based names, i.e. index ``i*seg + seg//2 - 1`` (the first frame where
+        ``seg`` is 1)."""
         seg = max(1, count // self.num_frames)
         indices = []
         for i in range(self.num_frames):
-            offset = int(torch.randint(0, seg, ())) if self.train else (seg - 1) // 2
+            offset = int(torch.randint(0, seg, ())) if self.train else max(seg // 2 - 1, 0)
             indices.append(min(i * seg + offset, count - 1))
         return indices
 
@@ -219,7 +225,7 @@ def _stratified_holdout(rows: list[list[str]], fraction: float, seed: int) -> tu
     held: set[int] = set()
     for label in sorted(by_label):
         members = by_label[label]
-        count = int(round(fraction * len(members)))
+        count = round(fraction * len(members))
         if fraction > 0 and count == 0 and len(members) > 1:
             count = 1
         held.update(rng.permutation(members)[:count].tolist())
@@ -318,7 +324,17 @@ def av_manifest_splits(
     def make(split: str, train: bool) -> AVManifestDataset:
         clips, skipped = indexed[split]
         return AVManifestDataset(
-            f"{name}/{split}", clips, skipped, spec, train, layout, num_frames, image_size, spectrogram, on_corrupt, augment
+            f"{name}/{split}",
+            clips,
+            skipped,
+            spec,
+            train,
+            layout,
+            num_frames,
+            image_size,
+            spectrogram,
+            on_corrupt,
+            augment,
         )
 
     return Splits(train=make("train", True), val=make("val", False), test=make("test", False))
@@ -334,4 +350,3 @@ def _first_audio_shape(name: str, clips: list[Clip]) -> tuple[int, ...]:
         if isinstance(x, Tensor) and x.dim() in (2, 3):
             return tuple((1, *x.shape) if x.dim() == 2 else x.shape)
     raise CorruptSampleError(f"{name}: none of the first training spectrograms (.pt) could be read; set audio_shape")
-

@@ -45,17 +45,17 @@ def random_resized_crop_box(
     for _ in range(10):
         target = area * (scale[0] + (scale[1] - scale[0]) * _rand())
         aspect = math.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * _rand())
-        w = int(round(math.sqrt(target * aspect)))
-        h = int(round(math.sqrt(target / aspect)))
+        w = round(math.sqrt(target * aspect))
+        h = round(math.sqrt(target / aspect))
         if 0 < w <= width and 0 < h <= height:
             top = int(torch.randint(0, height - h + 1, ()))
             left = int(torch.randint(0, width - w + 1, ()))
             return left, top, left + w, top + h
     in_ratio = width / height
     if in_ratio < ratio[0]:
-        w, h = width, int(round(width / ratio[0]))
+        w, h = width, round(width / ratio[0])
     elif in_ratio > ratio[1]:
-        h, w = height, int(round(height * ratio[1]))
+        h, w = height, round(height * ratio[1])
     else:
         w, h = width, height
     top, left = (height - h) // 2, (width - w) // 2
@@ -94,8 +94,9 @@ def load_image(path: str | Path, size: int, augment: str = "none", normalize: bo
             img = raw.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{path}: cannot decode image ({exc})") from exc
-    box = random_resized_crop_box(*img.size) if augment == "crop_flip" else None
-    img = img.resize((size, size), Image.BILINEAR, box=box)
+    if augment == "crop_flip":
+        img = img.crop(random_resized_crop_box(*img.size))  # resizing with box= would blend in pixels outside it
+    img = img.resize((size, size), Image.BILINEAR)
     if augment != "none" and _rand() < 0.5:
         img = img.transpose(Image.FLIP_LEFT_RIGHT)
     return to_tensor(img, normalize)

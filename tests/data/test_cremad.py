@@ -91,8 +91,9 @@ def test_raw_layout_with_another_frame_folder(tmp_path, writers):
 def test_frames_random_segments_in_training_centred_in_evaluation(preprocessed):
     splits = cremad.cremad_splits(preprocessed, num_frames=3, **SMALL)
     assert splits.spec.modalities["visual"] == (3, 3, 16, 16)
-    # 10 frames in 3 segments of 3: evaluation takes each segment's centre
-    assert splits.test.frame_indices(10) == [1, 4, 7]
+    # 10 frames in 3 segments of 3: evaluation takes frame i*3 + 3//2 of the 1-based names, as the reference
+    assert splits.test.frame_indices(10) == [0, 3, 6]
+    assert splits.test.frame_indices(12) == [1, 5, 9]
     assert splits.test.frame_indices(2) == [0, 1, 1]  # fewer frames than asked: repeat the last
     torch.manual_seed(0)
     draws = {tuple(splits.train.frame_indices(10)) for _ in range(50)}
@@ -213,7 +214,7 @@ def test_sample_that_fails_to_decode_is_reported_by_clip_id(preprocessed):
     with pytest.raises(CorruptSampleError, match=f"cremad/test: corrupt sample '{clip}'.*{frame.name}"):
         splits.test[0]
     skipping = cremad.cremad_splits(preprocessed, **SMALL)
-    inputs, label = skipping.test[0]  # substitutes the next readable clip
+    _inputs, label = skipping.test[0]  # substitutes the next readable clip
     assert label == skipping.test.clips[1].label and skipping.test.skipped == 1
     skipping.test[0]
     assert skipping.test.skipped == 1  # counted once per sample
