@@ -160,7 +160,7 @@ class Replay:
 @pytest.fixture(scope="module")
 def root(tmp_path_factory, writers) -> Path:
     """12 clips (each emotion once per split), ``FRAME_COUNTS`` frames each, 480 x 360 JPEGs,
-    ``(257, 188)`` float32 spectrograms, ``stat.csv`` in OGM-GE's (unsorted) order."""
+    ``(257, 188)`` spectrograms (float32, one float64), ``stat.csv`` in OGM-GE's (unsorted) order."""
     path = tmp_path_factory.mktemp("cremad")
     clips = {
         "train": [f"10{i:02d}_DFA_{c}_XX@{c}" for i, c in enumerate(cremad.CLASSES)],
@@ -175,6 +175,8 @@ def root(tmp_path_factory, writers) -> Path:
             folder = path / layout.visual_dir / entry.rpartition("@")[0]
             for extra in sorted(folder.iterdir())[FRAME_COUNTS[k % len(FRAME_COUNTS)] :]:
                 extra.unlink()
+    first = path / layout.audio_dir / f"{clips['train'][1].rpartition('@')[0]}.pt"
+    torch.save(torch.load(first).double(), first)
     return path
 
 
@@ -197,6 +199,7 @@ def test_the_fixture_covers_odd_and_even_segments(root):
 def test_same_clips_labels_and_spectrograms(root):
     splits = framework_splits(root)
     assert splits.spec.modalities["audio"] == (1, 257, 188)
+    stored_float64 = 0
     for mode, dataset in (("train", splits.train), ("test", splits.test)):
         official = Official(root, mode)
         assert official.classes == ["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]
@@ -207,6 +210,9 @@ def test_same_clips_labels_and_spectrograms(root):
             assert fw_label == label
             assert inputs["audio"].dtype == torch.float32
             assert torch.equal(inputs["audio"], fbank.float())  # the model gets spec.float() (MMPareto.py:96)
+            if fbank.dtype == torch.float64:
+                stored_float64 += 1
+    assert stored_float64 == 1
 
 
 def test_class_order_control_differs(root):
