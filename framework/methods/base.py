@@ -10,6 +10,8 @@ hook                       when, and what the method sees                       
 ``prepare``                once, before the optimizer is built: the model               MMCosine, MLA, checks
 ``phases``                 each step: the sub-steps (each its own forward, backward,    MLA (one per modality)
                            update); default one
+``forward``                each (sub-)step: the model and the inputs -> features and    MLA (the phase's
+                           logits; default every encoder and every head                 encoder alone)
 ``training_logits``        each (sub-)step, after the forward pass: features, logits    AGM, MLA
 ``losses``                 each (sub-)step: the per-head losses -> the losses the       PMR, G-Blending,
                            gradient engine integrates (reweighted, extended, dropped)   GradNorm, UME, MLA
@@ -146,6 +148,14 @@ class Method:
     # ---- the step ---------------------------------------------------------------------------
     def phases(self, epoch: int) -> tuple[str | None, ...]:
         return (None,)
+
+    def forward(
+        self, model: MultimodalModel, inputs: dict[str, Tensor], phase: str | None, detach_unimodal: bool
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """The (sub-)step's features and logits; a method that trains part of the model in a
+        sub-step may run only that part."""
+        features = model.encode(inputs)
+        return features, model.classify(features, detach_unimodal=detach_unimodal)
 
     def training_logits(self, view: StepView) -> dict[str, Tensor]:
         return view.logits

@@ -30,15 +30,20 @@ def gated_fusion(logits: dict[str, Tensor]) -> Tensor:
     return sum(logits[m] * gates[m] for m in logits)  # type: ignore[return-value]
 
 
+DENOMINATORS = ("scalar", "elementwise")
+
+
 class GradientProjector:
     """MLA's ``GSPlugin``: a projector ``P`` (``d x d``, identity at first) that, before each
     unimodal update of the shared head but the very first, is updated with the batch's mean input
     ``r`` (``k = P r^T``, ``P -= k k^T / (a + r k)``, ``P /= ||P||_F``, ``a = 0.1 ** (index / len + 1)``)
-    and adds ``grad @ P^T`` to the head weight's gradient."""
+    and adds ``grad @ P^T`` to the head weight's gradient. ``denominator``: ``scalar`` divides by
+    ``a + r k`` (``1 x 1``), ``elementwise`` by ``a + k r`` (``d x d``, the outer product)."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, denominator: str = "scalar") -> None:
         self.P = torch.eye(dim)
         self.count = 0
+        self.denominator = denominator
 
     @torch.no_grad()
     def before_update(self, weight: nn.Parameter, inputs: Tensor, index: int, steps_per_epoch: int) -> None:
@@ -47,7 +52,7 @@ class GradientProjector:
             a = 1.0 * 0.1 ** (index / steps_per_epoch + 1)
             r = inputs.mean(0, keepdim=True)
             k = P @ r.T
-            P = P - (k @ k.T) / (a + r @ k)
+            P = P - (k @ k.T) / (a + (r @ k if self.denominator == "scalar" else k @ r))
             P = P / torch.linalg.norm(P, ord="fro")
             self.P = P
             weight.grad.add_(weight.grad @ P.T)
@@ -56,26 +61,47 @@ class GradientProjector:
 
 @register("mla")
 class MLA(Method):
-    """MLA (Zhang, Latham, Wang, Dai: "Multimodal Representation Learning by Alternating Unimodal
-    Adaptation", CVPR 2024; the authors' code CXHuaaaa/MLA is not available here; this follows
-    GeWu-Lab/BalanceBenchmark's ``MLA_trainer.py`` and ``BaseClassifierMLAModel``, which carry
-    the authors' ``GSPlugin``).
+    """MLA (Zhang, Yoon, Bansal, Yao: "Multimodal Representation Learning by Alternating Unimodal
+    Adaptation", CVPR 2024). References: the authors' code,
+    Cecile-hi/Multimodal-Learning-with-Alternating-Unimodal-Adaptation@ab6c184 (``main.py:419-470``
+    the alternating step, ``utils/utils.py:12-41`` ``GSPlugin``), and GeWu-Lab/BalanceBenchmark@4c1482f
+    (``balancemm/trainer/MLA_trainer.py:20-53`` its ``GSPlugin``, ``:129-179`` the step), which this
+    follows where they differ.
 
     One head, shared by all modalities (the unimodal heads become one ``Linear``; the features must
     have one size). Each step, in epochs ``modulation_starts..modulation_ends``, one sub-step per
-    modality in turn: its encoder, the shared head, its cross-entropy, backward, the head's gradient
-    modification (:class:`GradientProjector`), an optimizer step. Outside the window, one step on
-    the cross-entropy of the fused output. Test-time fusion: the unimodal logits weighted by
-    :func:`entropy_gates` (reported as the ``multimodal`` head). The fusion head of the model is
-    not used. Parameters: ``modulation_starts`` 0, ``modulation_ends`` 80 (BalanceBenchmark).
+    modality in turn: that modality's encoder alone (:meth:`forward`; ``MLA_trainer.py:145``
+    ``feature_extract(batch, modality)``), the shared head, its cross-entropy, backward, the head's
+    gradient modification (:class:`GradientProjector`), an optimizer step. Each encoder runs once
+    per step, as in both references. Outside the window, one step on the cross-entropy of the fused
+    output. Test-time fusion: the unimodal logits weighted by :func:`entropy_gates` (reported as the
+    ``multimodal`` head). The fusion head of the model is not used.
+
+    The gradient modification. The authors' ``GSPlugin`` never runs: it looks for a parameter named
+    ``module.weight`` (``utils/utils.py:32``) in ``fusion_module.fc_out``, an ``nn.Linear`` whose
+    parameters are ``weight`` and ``bias``; where it would run it replaces the gradient by
+    ``grad P^T`` (``:41``). BalanceBenchmark matches ``weight`` (``MLA_trainer.py:44``) and adds,
+    ``grad + grad P^T`` (``:53``), which is done here. Both write the projector update's denominator
+    as ``alpha + torch.mm(k, r)`` (``utils/utils.py:36``, ``MLA_trainer.py:48``) with ``k = P r^T``
+    a column and ``r`` a row: an outer product, so ``k k^T`` is divided elementwise by a ``d x d``
+    matrix. The paper's update is the recursive least-squares projector of orthogonal weight
+    modification, ``P -= k k^T / (alpha + r P r^T)``, whose denominator is a scalar (``r k``) and at
+    least ``alpha`` (``P`` stays positive semi-definite); ``k r`` is that product's transposition.
+    The default, ``denominator=scalar``, is the paper's; ``denominator=elementwise`` is the code's.
+
+    Parameters: ``modulation_starts`` 0, ``modulation_ends`` 80 (BalanceBenchmark), ``denominator``
+    ``scalar``. The model needs one encoder per modality (``encoders``, as late fusion has).
     """
 
     needs_multitask_loss = True
     needs_sum = True
 
-    def __init__(self, modulation_starts: int = 0, modulation_ends: int = 80) -> None:
+    def __init__(self, modulation_starts: int = 0, modulation_ends: int = 80, denominator: str = "scalar") -> None:
         super().__init__()
+        if denominator not in DENOMINATORS:
+            raise MethodError(f"method.denominator={denominator!r}: valid values: {' | '.join(DENOMINATORS)}")
         self.modulation_starts, self.modulation_ends = int(modulation_starts), int(modulation_ends)
+        self.denominator = denominator
         self.modalities: tuple[str, ...] = ()
         self.projector: GradientProjector | None = None
         self.head: nn.Linear | None = None
@@ -85,19 +111,35 @@ class MLA(Method):
         heads = getattr(model, "unimodal_heads", None)
         if not isinstance(heads, nn.ModuleDict) or not all(isinstance(h, nn.Linear) for h in heads.values()):
             raise MethodError("method=mla needs a model with one linear unimodal head per modality (unimodal_heads)")
+        encoders = getattr(model, "encoders", None)
+        if not isinstance(encoders, nn.ModuleDict) or set(encoders) != set(model.modalities):
+            raise MethodError(
+                f"method=mla runs one modality's encoder per sub-step: it needs one encoder per modality "
+                f"(encoders, as model=mlp|cnn|resnet18_av have); {type(model).__name__} has none"
+            )
         sizes = {m: h.in_features for m, h in heads.items()}
         if len(set(sizes.values())) != 1:
             raise MethodError(f"method=mla shares one head across modalities: their feature sizes differ ({sizes})")
         self.modalities = tuple(model.modalities)
         self.head = heads[self.modalities[0]]
         model.unimodal_heads = nn.ModuleDict(dict.fromkeys(self.modalities, self.head))
-        self.projector = GradientProjector(self.head.in_features)
+        self.projector = GradientProjector(self.head.in_features, self.denominator)
         return model
 
     def phases(self, epoch: int) -> tuple[str | None, ...]:
         return self.modalities if in_window(epoch, self.modulation_starts, self.modulation_ends) else (None,)
 
+    def forward(
+        self, model: MultimodalModel, inputs: dict[str, Tensor], phase: str | None, detach_unimodal: bool
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        if phase is None or self.head is None:
+            return super().forward(model, inputs, phase, detach_unimodal)
+        feature = model.encoders[phase](inputs[phase])  # type: ignore[index]
+        return {phase: feature}, {phase: self.head(feature)}
+
     def training_logits(self, view: StepView) -> dict[str, Tensor]:
+        if view.phase is not None:
+            return view.logits
         return {**view.logits, MULTIMODAL: gated_fusion({m: view.logits[m] for m in self.modalities})}
 
     def losses(self, view: StepView, losses: dict[str, Tensor]) -> dict[str, Tensor]:

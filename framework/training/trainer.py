@@ -272,11 +272,11 @@ class Trainer:
     def train_step(self, inputs: dict[str, Tensor], labels: Tensor, index: int = 0, total: int = 1) -> dict[str, float]:
         """One optimisation step at ``state.step``, with its statistics (logged in one call each).
 
-        The method's phases are sub-steps, each with its own forward pass, backward and update
-        (one, ``None``, unless the method alternates). The returned per-head losses are the plain
-        losses of the first sub-step (before the method reweights them); on several ranks, their
-        means over the ranks, reduced with the gradients (a non-finite loss on any rank then shows
-        there after the shared backward). The probe's covariance traces, when due, are taken after
+        The method's phases are sub-steps, each with its own forward pass (the method's ``forward``),
+        backward and update (one, ``None``, unless the method alternates). The returned per-head
+        losses are the plain losses of the first sub-step (before the method reweights them); on
+        several ranks, their means over the ranks, reduced with the gradients (a non-finite loss on
+        any rank then shows there after the shared backward). The probe's covariance traces, when due, are taken after
         the update (parameters as the next step sees them, this step's gradients already freed)
         and logged at this step (by rank 0 alone: the ranks' parameters are identical).
         """
@@ -291,8 +291,7 @@ class Trainer:
                 plain = self.parallel.summed_step(inputs, labels, self.loss, self.loss.detach_unimodal)
                 engine.scale_summed()
             else:
-                features = self.model.encode(inputs)
-                logits = self.model.classify(features, detach_unimodal=self.loss.detach_unimodal)
+                features, logits = self.method.forward(self.model, inputs, phase, self.loss.detach_unimodal)
                 view = StepView(self.model, features, logits, labels, self.state.epoch, step, index, total, phase)
                 logits = self.method.training_logits(view)
                 losses = self.loss(logits, labels)

@@ -135,3 +135,41 @@ def test_methods_without_a_shared_group_take_only_the_plain_sum(name: str, param
             with pytest.raises(MethodError, match="nothing to integrate") as error:
                 check()
             assert "\n" not in str(error.value)
+
+
+def test_each_sub_step_forwards_only_its_own_encoder():
+    model, splits = H.make_model(modalities=SAME_SIZE)
+    inputs, labels = H.batch(splits)
+    trainer = H.make_trainer(get_method("mla"), model, splits)
+    calls: list[str] = []
+    for m, encoder in model.encoders.items():
+        encoder.register_forward_hook(lambda *_, m=m: calls.append(m))
+    steps = H.step_gradients(trainer, inputs, labels)
+    assert len(steps) == 2 and calls == ["a", "b"]  # one forward of each encoder per step, in its own sub-step
+
+
+def test_the_elementwise_denominator_is_the_codes_outer_product():
+    torch.manual_seed(0)
+    weight = torch.nn.Parameter(torch.randn(3, 4))
+    inputs = torch.rand(5, 4)
+    projector = GradientProjector(4, denominator="elementwise")
+    projector.count = 1
+    weight.grad = torch.randn(3, 4)
+    grad = weight.grad.clone()
+    projector.before_update(weight, inputs, index=0, steps_per_epoch=4)
+    r = inputs.mean(0, keepdim=True)
+    k = r.T
+    P = torch.eye(4) - (k @ k.T) / (0.1 + k @ r)  # a d x d denominator
+    P = P / P.norm()
+    assert_close(projector.P, P)
+    assert_close(weight.grad, grad + grad @ P.T)
+    with pytest.raises(MethodError, match=r"method.denominator='outer': valid values: scalar \| elementwise"):
+        get_method("mla", denominator="outer")
+
+
+def test_a_model_without_one_encoder_per_modality_is_a_one_line_error():
+    model, _ = H.make_model(modalities=SAME_SIZE)
+    del model.encoders
+    with pytest.raises(MethodError, match="one encoder per modality") as error:
+        get_method("mla").prepare(model)
+    assert "\n" not in str(error.value)
