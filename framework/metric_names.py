@@ -23,6 +23,8 @@ with these functions only, so a name is written once. ``G`` is a parameter group
     grad/G/norm_mean/i           per epoch: mean of the per-batch |g_i|
     grad/G/norm_std/i            per epoch: population std of the per-batch |g_i|
     grad/G/cov_trace/i           every N steps: trace of the per-sample gradient covariance
+    grad/G/events/<event>        per epoch: recorded steps on which the integrator reported <event>,
+                                 e.g. solver_fallback (Nash-MTL kept its previous weights)
     grad/G/coeff                 per step: a method's coefficient on group G's gradient (OGM-GE, AGM)
     grad/method/<kind>/<name>    per step: a method's method-wide decision, e.g. loss_weight/<loss>,
                                  ratio/<modality>, score/<modality> (framework/methods/)
@@ -55,6 +57,7 @@ COSINE = "cos"
 CONFLICT = "conflict"
 CONFLICT_RATE = "conflict_rate"
 UPDATE_TO_SUM = "update_to_sum"
+EVENTS = "events"
 COEFF = "coeff"  # a method's coefficient on a group's gradient
 METHOD_GROUP = "method"  # the pseudo-group of a method's method-wide decisions
 LOSS_WEIGHT = "loss_weight"

@@ -28,7 +28,7 @@ import copy
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
 import torch
@@ -44,12 +44,14 @@ class Decision:
 
     ``gram`` is the group Gram matrix ``G[i, j] = <g_i, g_j>``; ``weights`` are the coefficients of
     the update direction ``sum_i w_i g_i`` (before any magnitude rule); ``update_norm`` is
-    ``|update|``.
+    ``|update|``. ``events`` counts what the method did besides its rule on this step (e.g. a solver
+    that failed and fell back), one key per event the method can report, 0 when it did not happen.
     """
 
     gram: Tensor
     weights: Tensor
     update_norm: float
+    events: dict[str, int] = field(default_factory=dict)
 
     @property
     def norms(self) -> Tensor:
@@ -110,6 +112,17 @@ class Integrator(ABC):
 
     magnitude: MagnitudeRule | None = None
     _magnitude_choice: tuple[str, float, str] | None = None
+    _events: dict[str, int] | None = None
+
+    def report(self, event: str, happened: bool) -> None:
+        """Record on this call's :class:`Decision` whether ``event`` happened (see ``Decision.events``)."""
+        if self._events is None:
+            self._events = {}
+        self._events[event] = self._events.get(event, 0) + int(happened)
+
+    def _take_events(self) -> dict[str, int]:
+        events, self._events = self._events or {}, None
+        return events
 
     @abstractmethod
     def weights(self, gram: Tensor) -> Tensor:
@@ -185,14 +198,15 @@ class Integrator(ABC):
         # d = factor * base: one fused pass forms base; a magnitude rule and the factor then go in
         # one multiplication pass per group.
         base, factor, weights = self.direction(grads, grams, inplace)
+        events = self._take_events()
         direction_norms = robust_norms(base) * abs(factor)
         if self.magnitude is None:
             if factor != 1.0:
                 foreach.mul_(base, factor)
-            return Integration(base, _decision(grams, weights, direction_norms))
+            return Integration(base, _decision(grams, weights, direction_norms, events))
         scales = self.magnitude.scales(grams, direction_norms, working_dtype(base[0]), weights)
         foreach.mul_(base, (scales * factor).tolist())
-        return Integration(base, _decision(grams, weights, scales * direction_norms))
+        return Integration(base, _decision(grams, weights, scales * direction_norms, events))
 
     def __call__(self, grads: Tensor, segments: Sequence[int] | None = None) -> Integration[Tensor]:
         """Combine a ``(k, d)`` matrix of per-loss gradients into a ``(d,)`` update.
@@ -249,5 +263,6 @@ def _compact(value: Any) -> str:
     return str(value)
 
 
-def _decision(grams: Tensor, weights: Tensor, update_norms: Tensor) -> Decision:
-    return Decision(gram=grams.sum(0), weights=weights, update_norm=float(update_norms.square().sum().sqrt()))
+def _decision(grams: Tensor, weights: Tensor, update_norms: Tensor, events: dict[str, int] | None = None) -> Decision:
+    update_norm = float(update_norms.square().sum().sqrt())
+    return Decision(gram=grams.sum(0), weights=weights, update_norm=update_norm, events=events or {})

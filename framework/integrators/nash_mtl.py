@@ -24,6 +24,10 @@ def gram_factor(gram: Tensor) -> Tensor:
     return vectors * eigenvalues.clamp_min(0).sqrt()
 
 
+SOLVER_FALLBACK = "solver_fallback"
+SOLVED = ("optimal", "optimal_inaccurate")
+
+
 @register("nash_mtl")
 class NashMTL(GramianWeightingIntegrator):
     """``max_norm``: the largest norm of the update (0: no clipping); ``update_weights_every``: solve
@@ -44,6 +48,11 @@ class NashMTL(GramianWeightingIntegrator):
     it starts from ones, and ECOS fails on very small or large Gramians (then the last weights are
     kept). Measured: the update moves by 1e-8 to 50% when all gradients are scaled by 0.1 or 10, and
     is ``c`` times the ``c = 1`` one at ``c = 1e-8`` (``scale_degree`` ``None``).
+
+    When ECOS finds the linearised problem unbounded or infeasible (or fails), torchjd keeps the
+    previous iterate: uniform weights on a group's first solve, the last weights later. Each solve
+    reports whether that happened as the ``solver_fallback`` event (``grad/G/events/solver_fallback``,
+    steps per epoch), so that a run shows how often Nash-MTL did not bargain.
     """
 
     scale_degree: ClassVar[int | None] = None
@@ -74,10 +83,18 @@ class NashMTL(GramianWeightingIntegrator):
                 )
             self.module.n_tasks = k
             self.module.reset()
+        solves = self.module.step % self.module.update_weights_every == 0
         with warnings.catch_warnings():
             # cvxpy warns, once per process, that torchjd's problem is not DPP (no compilation cache)
             warnings.filterwarnings("ignore", message=".*not DPP.*", category=UserWarning)
-            return self._call(gram_factor(gram)).double().cpu()
+            weights = self._call(gram_factor(gram)).double().cpu()
+        if solves:
+            self.report(SOLVER_FALLBACK, self._solve_failed())
+        return weights
+
+    def _solve_failed(self) -> bool:
+        """Whether the last linearised problem had no solution, so torchjd kept the previous iterate."""
+        return self.module.alpha_param.value is None or self.module.prob.status not in SOLVED
 
     def method_hparams(self) -> dict[str, Any]:
         return {

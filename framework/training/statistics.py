@@ -43,6 +43,7 @@ from torch import Tensor
 from ..metric_names import (
     CONFLICT,
     CONFLICT_RATE,
+    EVENTS,
     NORM,
     NORM_MEAN,
     NORM_RATIO,
@@ -108,6 +109,7 @@ class EpochStatistics:
     def reset(self) -> None:
         self._conflicts: dict[str, list[float]] = defaultdict(list)
         self._norms: dict[tuple[str, str], list[float]] = defaultdict(list)
+        self._events: dict[tuple[str, str], int] = defaultdict(int)
 
     def observe(self, decisions: list[GroupDecision]) -> None:
         for group_decision in decisions:
@@ -118,6 +120,8 @@ class EpochStatistics:
             self._conflicts[group_decision.group].append(float(conflict))
             for loss, norm in zip(group_decision.losses, group_decision.decision.norms.tolist(), strict=False):
                 self._norms[(group_decision.group, loss)].append(norm)
+            for event, count in group_decision.decision.events.items():
+                self._events[(group_decision.group, event)] += count
 
     def summary(self) -> dict[str, float]:
         metrics = {grad(g, CONFLICT_RATE): sum(v) / len(v) for g, v in self._conflicts.items() if v}
@@ -126,6 +130,8 @@ class EpochStatistics:
             metrics[grad(group, NORM_MEAN, loss)] = mean
             spread = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
             metrics[grad(group, NORM_STD, loss)] = spread
+        for (group, event), count in self._events.items():
+            metrics[grad(group, EVENTS, event)] = float(count)
         return metrics
 
 

@@ -5,12 +5,15 @@ Shared checks (torchjd on the (k, d) matrix, state, seeds, scale): test_torchjd_
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torchjd.aggregation as tjd
 
 from framework.integrators import get_integrator
 from framework.integrators.nash_mtl import gram_factor
+from framework.training.plan import GroupDecision
+from framework.training.statistics import EpochStatistics
 
 from . import _refs as R
 
@@ -69,3 +72,40 @@ def test_float32_extremes_are_finite(scale: float):
     g = (torch.tensor(R.with_conflict(2, 3, 9)) * scale).float()
     out, decision = get_integrator("nash_mtl")(g)
     assert torch.isfinite(out).all() and torch.isfinite(decision.weights).all()
+
+
+def _solve(g: np.ndarray):
+    integrator = get_integrator("nash_mtl")
+    _, decision = integrator(torch.tensor(g))
+    return integrator, decision
+
+
+def test_solver_fallback_is_reported():
+    # Found by scanning seeds: ECOS calls the first linearised problem unbounded, and torchjd keeps
+    # its starting point, uniform weights (scaled to max_norm).
+    g = _fallback_matrix()
+    integrator, decision = _solve(g)
+    assert integrator.module.prob.status == "unbounded"
+    w = R.as_np(decision.weights)
+    np.testing.assert_allclose(w, np.full_like(w, w[0]), rtol=1e-12)
+    assert decision.events == {"solver_fallback": 1}
+
+
+def test_solved_steps_report_no_fallback():
+    integrator, decision = _solve(R.with_conflict(0, 3, 12))
+    assert integrator.module.prob.status in ("optimal", "optimal_inaccurate")
+    assert decision.events == {"solver_fallback": 0}
+
+
+def test_fallbacks_are_counted_per_epoch():
+    stats = EpochStatistics()
+    for g in (_fallback_matrix(), R.with_conflict(0, 3, 12), _fallback_matrix()):
+        _, decision = _solve(g)
+        stats.observe([GroupDecision("encoder.a", ("multimodal", "a", "b"), decision)])
+    assert stats.summary()["grad/encoder.a/events/solver_fallback"] == 2.0
+
+
+def _fallback_matrix() -> np.ndarray:
+    r = np.random.default_rng(29)
+    k = int(r.integers(2, 4))
+    return r.standard_normal((k, 10)) * r.uniform(0.01, 3, size=(k, 1))
