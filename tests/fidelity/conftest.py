@@ -106,14 +106,18 @@ def fresh_linear(layer: nn.Module, scale: float = 1.0) -> nn.Linear:
 
 
 def draw_batches(trainer: Trainer, count: int, size: int = 32, seed: int = 1) -> list[Batch]:
-    """``count`` random training batches of ``size`` samples (independent of the trainer's shuffle)."""
+    """``count`` random training batches of ``size`` samples (independent of the trainer's shuffle),
+    floating inputs in the default dtype (float32 datasets, CG-MNIST, become float64)."""
     dataset = trainer.splits.train
     generator = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(count):
         index = torch.randperm(len(dataset), generator=generator)[:size]
         inputs, labels = dataset.batch(index)  # type: ignore[attr-defined]
-        out.append(({m: t.clone() for m, t in inputs.items()}, labels.clone()))
+        dtype = torch.get_default_dtype()
+        out.append(
+            ({m: t.to(dtype) if t.is_floating_point() else t.clone() for m, t in inputs.items()}, labels.clone())
+        )
     return out
 
 
