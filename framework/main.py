@@ -6,6 +6,8 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +23,21 @@ from . import metric_names as names
 from .config import build
 from .integrators import get_integrator
 from .methods import get_method
-from .tracking import Resumption, RunSpec, RunTracker, failing_with, flatten, tracked_run
+from .tracking import (
+    Resumption,
+    RunSpec,
+    RunTracker,
+    TrackingUnavailable,
+    failing_with,
+    flatten,
+    run_status,
+    tracked_run,
+)
 from .training import distributed
 from .training.checkpoint import checkpoint_to_resume, restart_count, seed_everything
+from .training.job_lock import JobLock, JobLocked
+from .training.termination import EXIT_CODE as TERMINATED_EXIT_CODE
+from .training.termination import Terminated, sigterm_stops
 from .training.trainer import NonFiniteError, Trainer, TrainerSettings, resolve_device
 from .validation import validate
 
@@ -37,7 +51,7 @@ warnings.filterwarnings(
     category=UserWarning,
 )
 
-USER_ERRORS = (ValueError, FileNotFoundError, KeyError, TypeError, NonFiniteError)
+USER_ERRORS = (ValueError, FileNotFoundError, KeyError, TypeError, NonFiniteError, JobLocked, TrackingUnavailable)
 ONE_JOINT = "one_joint"
 
 
@@ -84,7 +98,7 @@ def run_spec(cfg: DictConfig, label: str) -> RunSpec:
 def build_trainer(
     cfg: DictConfig,
     tracker: RunTracker | None,
-    checkpoint_path: Path,
+    checkpoint_path: Path | None,
     context: distributed.DistributedContext | None = None,
 ) -> Trainer:
     """Data, model, optimizer, scheduler, loss, integrator and method from ``cfg``, in one :class:`Trainer`.
@@ -131,19 +145,49 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     Resumes from the job's checkpoint (``checkpoint.dir``) when ``resume=true``, or when this
     process is a requeue of the job that wrote it (preemption, time limit): the same MLflow run
-    continues. Ctrl-C (and submitit's exit after it requeued a job) marks the run KILLED; its
-    last checkpoint stays, so ``resume=true`` continues it.
+    continues. Ctrl-C and SIGTERM (and submitit's exit after it requeued a job) mark the run
+    KILLED; its last checkpoint stays, so ``resume=true`` continues it. One process per job
+    (:class:`~framework.training.job_lock.JobLock`): a second one for the same job refuses to start.
     """
     validate(cfg, job_overrides())  # before any data is loaded or any run is opened
     context = distributed.init(distributed.DistributedSettings(**cfg.distributed), str(cfg.device))
-    seed_everything(int(cfg.seed))  # the same on every rank: identical models, identical draws
     checkpoint_path = Path(to_absolute_path(cfg.checkpoint.dir)) / "checkpoint.pt"
+    with one_process_per_job(checkpoint_path.parent, context):
+        return _train(cfg, context, checkpoint_path)
+
+
+@contextmanager
+def one_process_per_job(folder: Path, context: distributed.DistributedContext | None) -> Iterator[None]:
+    """The job's lock (taken by rank 0 for all ranks) and, in a single process, SIGTERM as a stop
+    (:mod:`~framework.training.termination`; under torchrun SIGTERM stays its agent's signal)."""
+    if context is not None and not context.is_main:
+        yield
+        return
+    with JobLock(folder), sigterm_stops() if context is None else nullcontext():
+        yield
+
+
+def _train(cfg: DictConfig, context: distributed.DistributedContext | None, checkpoint_path: Path) -> dict[str, float]:
+    seed_everything(int(cfg.seed))  # the same on every rank: identical models, identical draws
     checkpoint, requeued = checkpoint_to_resume(checkpoint_path, bool(cfg.resume))
     resume = None
     if checkpoint is not None:
         requeue_tags = {"slurm_restart_count": str(restart_count())} if requeued and restart_count() else {}
         resume = Resumption(checkpoint.get("run_id"), checkpoint["state"]["epoch"], requeue_tags)
     label = run_label(cfg)
+    if checkpoint is not None and context is None and checkpoint["state"]["epoch"] >= cfg.trainer.epochs:
+        uri = cfg.tracking.uri or None
+        if run_status(uri, checkpoint.get("run_id")) == "FINISHED":  # nothing to resume: change nothing
+            log.warning(
+                "run %s is already FINISHED (epoch %d of %d, checkpoint %s): nothing to resume",
+                checkpoint.get("run_id"),
+                checkpoint["state"]["epoch"],
+                cfg.trainer.epochs,
+                checkpoint_path,
+            )
+            finished = build_trainer(cfg, None, None, context)
+            finished.load_state_dict(checkpoint)
+            return finished.results()
     trainer: Trainer | None = None
 
     def where() -> str:
@@ -245,6 +289,8 @@ def _report_composition_errors() -> None:
 def main(cfg: DictConfig) -> Any:
     try:
         results = train(cfg)
+    except Terminated:  # the run ended KILLED (tag interrupted); exit as SIGTERM's default would
+        raise SystemExit(TERMINATED_EXIT_CODE) from None
     except USER_ERRORS as error:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise

@@ -16,12 +16,18 @@ the journal stays, with the run's end status in it, and ::
 
 sends it into the store (the run's own, or a fresh one, where the run is created again).
 
-**Nothing doubled.** Points keep the timestamp they were logged with. A batch whose send errored
-may still have been stored (the server committed, the answer was lost): before it is sent again,
-the store's history of its last point's key is checked for that exact (step, timestamp, value);
-SQL stores write a batch's metrics in one transaction, so that point stands for the whole batch.
-Replay sends only the points the store's history lacks. (SQL stores also reject an exact
-duplicate row by their primary key; the checks do not depend on it.)
+**Nothing doubled.** A point is identified by its (key, step): a run logs each key at most once per
+step. A run that continues (``resume=true``, a requeue) skips the points whose (key, step) the
+store already holds; so does a replay, and the points of several journals of one run (a killed
+process's and its resume's, in one file or several) are merged first, the later one's point
+winning. A batch whose send errored may still have been stored (the server committed, the answer
+was lost): before it is sent again, the store's history of its last point's key is checked for
+that exact (step, timestamp, value); SQL stores write a batch's metrics in one transaction, so
+that point stands for the whole batch.
+
+**No server at the start.** A run opens only once the store answers; a server that does not
+answer within ``$FRAMEWORK_TRACKING_CONNECT_S`` seconds (default 60) fails the job before it
+trains, with one line naming the URI (:class:`TrackingUnavailable`).
 """
 
 from __future__ import annotations
@@ -73,6 +79,49 @@ def spool_dir() -> Path:
     return Path(os.environ.get("FRAMEWORK_SPOOL_DIR") or Path.cwd() / "mlflow_spool")
 
 
+class TrackingUnavailable(ConnectionError):
+    """The tracking server did not answer when the run was to open."""
+
+
+def connect_wait_s() -> float:
+    """How long a job waits for the store to answer before its run opens:
+    ``$FRAMEWORK_TRACKING_CONNECT_S`` (default 60)."""
+    return float(os.environ.get("FRAMEWORK_TRACKING_CONNECT_S", "60"))
+
+
+def wait_for_store(uri: str, wait_s: float | None = None) -> None:
+    """Return once the store at ``uri`` answers; raise :class:`TrackingUnavailable` after
+    ``wait_s`` (default :func:`connect_wait_s`) seconds of no answer. Embedded stores answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    wait_s = connect_wait_s() if wait_s is None else wait_s
+    deadline = time.monotonic() + wait_s
+    pause = 0.25
+    waiting = False
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            with bounded_http(max(1.0, min(SEND_TIMEOUT_S, left))):
+                MlflowClient(uri).search_experiments(max_results=1)
+            return
+        except Exception as error:
+            if is_permanent(error):
+                raise
+            text = str(error)
+            reason = "connection refused" if "refused" in text.lower() else (text.splitlines() or [""])[0][:160]
+            reason = reason or type(error).__name__
+        if not waiting:
+            log.warning("MLflow tracking server %s not answering (%s): waiting up to %.0f s", uri, reason, wait_s)
+            waiting = True
+        if time.monotonic() + pause > deadline:
+            raise TrackingUnavailable(
+                f"MLflow tracking server {uri} did not answer within {wait_s:.0f} s ({reason}); start it, or set "
+                "MLFLOW_TRACKING_URI to a reachable store (FRAMEWORK_TRACKING_CONNECT_S sets the wait)"
+            )
+        time.sleep(pause)
+        pause = min(pause * 2, 5.0)
+
+
 def end_wait_s() -> float:
     """How long a run's end waits for a gone server: ``$FRAMEWORK_TRACKING_WAIT_S`` (default 120)."""
     return float(os.environ.get("FRAMEWORK_TRACKING_WAIT_S", "120"))
@@ -105,6 +154,12 @@ def mark_model_training(client: MlflowClient, experiment_id: str) -> None:
     experiment = client.get_experiment(experiment_id)
     if EXPERIMENT_KIND_TAG not in experiment.tags:
         client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+
+
+def held_steps(client: MlflowClient, run_id: str) -> dict[str, set[int]]:
+    """The steps the store holds for each of the run's metric keys."""
+    keys = client.get_run(run_id).data.metrics
+    return {key: {m.step for m in client.get_metric_history(run_id, key)} for key in keys}
 
 
 def same_point(a: Metric, b: Metric) -> bool:
@@ -150,6 +205,9 @@ class RunTracker:
         else:
             run = self.client.get_run(run_id)
             self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        # a continued run: what the store holds is not sent again (by key and step)
+        self._held = held_steps(self.client, run.info.run_id) if run_id is not None else {}
+        self.skipped = 0  # points not sent because the store held them
         self.run_id: str = run.info.run_id
         self.experiment_id: str = run.info.experiment_id
         mark_model_training(self.client, self.experiment_id)
@@ -159,6 +217,7 @@ class RunTracker:
         self._backoff = BACKOFF_START_S
         self.outages = 0  # failed sends (for logs and tests)
         self._journal_path = spool_dir() / f"{self.run_id}.jsonl"
+        self._inherited = self._journal_path.is_file()  # an earlier process's journal of this run
         self._journal: Any = None
         self._open_journal(experiment, run.info.run_name or run_name)
         if run_id is None and tags:
@@ -230,7 +289,10 @@ class RunTracker:
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         now = int(time.time() * 1000)
-        points = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        points = [Metric(k, float(v), now, step) for k, v in metrics.items() if step not in self._held.get(k, ())]
+        self.skipped += len(metrics) - len(points)
+        if not points:
+            return
         self._write({"metrics": [[m.key, m.value, m.timestamp, m.step] for m in points]})
         self._pending.extend(points)
         if len(self._pending) >= BATCH_LIMIT:
@@ -274,6 +336,18 @@ class RunTracker:
         self._backoff = BACKOFF_START_S
         return True
 
+    def _send_inherited(self) -> None:
+        """Send the points of earlier processes' journals of this run (one killed during an
+        outage) that the store lacks, before this process's clean end deletes the journal."""
+        self._journal.flush()
+        points = read_spool(self._journal_path).metrics
+        missing = missing_points(self.client, self.run_id, points)
+        for start in range(0, len(missing), BATCH_LIMIT):
+            self.client.log_batch(self.run_id, metrics=missing[start : start + BATCH_LIMIT])
+        if missing:
+            log.info("sent %d points of an earlier process of run %s from its journal", len(missing), self.run_id)
+        self._inherited = False
+
     def _stored(self, batch: list[Metric]) -> bool:
         last = batch[-1]
         return any(same_point(m, last) for m in self.client.get_metric_history(self.run_id, last.key))
@@ -307,6 +381,8 @@ class RunTracker:
             if self.flush(force=True):
                 try:
                     with bounded_http():
+                        if self._inherited:
+                            self._send_inherited()
                         if tags:
                             run_tags = [mlflow.entities.RunTag(k, str(v)) for k, v in tags.items()]
                             self.client.log_batch(self.run_id, tags=run_tags)
@@ -364,6 +440,7 @@ def open_run(spec: RunSpec, resume: Resumption | None = None) -> RunTracker:
     file) or the experiment; a failed first attempt is retried after a random pause (drawn from
     the OS, never from the seeded RNGs, so training stays deterministic).
     """
+    wait_for_store(spec.tracking_uri or default_tracking_uri())
     kwargs: dict[str, Any] = {
         "experiment": spec.experiment,
         "run_name": spec.run_name,
@@ -396,14 +473,29 @@ def open_run(spec: RunSpec, resume: Resumption | None = None) -> RunTracker:
     raise AssertionError("unreachable")
 
 
+def run_status(tracking_uri: str | None, run_id: str | None) -> str | None:
+    """The status of run ``run_id`` in the store (``FINISHED``, ...), None when the store lacks it."""
+    if run_id is None:
+        return None
+    uri = tracking_uri or default_tracking_uri()
+    wait_for_store(uri)
+    try:
+        with bounded_http():
+            return MlflowClient(uri).get_run(run_id).info.status
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+
+
 @contextmanager
 def tracked_run(
     spec: RunSpec, resume: Resumption | None = None, where: Callable[[], str] = lambda: ""
 ) -> Iterator[RunTracker]:
     """The job's MLflow run for the duration of the block, closed with the block's outcome.
 
-    Normal exit: FINISHED. ``KeyboardInterrupt`` or ``SystemExit`` (Ctrl-C, or submitit leaving a
-    job it checkpointed and requeued): KILLED, tagged ``interrupted`` with the reason and
+    Normal exit: FINISHED. ``KeyboardInterrupt`` or ``SystemExit`` (Ctrl-C or SIGTERM, or submitit
+    leaving a job it checkpointed and requeued): KILLED, tagged ``interrupted`` with the reason and
     ``where()`` (e.g. the epoch and the checkpoint that ``resume=true`` continues from); metrics
     still buffered are not sent, as a resume redoes that epoch. Any other exception: FAILED, with
     an ``error`` tag and the traceback as ``error.txt``. The exception is always re-raised.
@@ -412,8 +504,13 @@ def tracked_run(
     try:
         yield tracker
     except (KeyboardInterrupt, SystemExit) as stop:
-        reason = "KeyboardInterrupt" if isinstance(stop, KeyboardInterrupt) else f"SystemExit({stop.code})"
-        tracker.end("KILLED", flush=False, tags={INTERRUPTED_TAG: f"{reason}{where()}"})
+        # Ctrl-C, or SIGTERM (its exception says so), or SystemExit
+        reason = (
+            (str(stop) or "KeyboardInterrupt") if isinstance(stop, KeyboardInterrupt) else f"SystemExit({stop.code})"
+        )
+        tag = f"{reason}{where()}"
+        tracker.end("KILLED", flush=False, tags={INTERRUPTED_TAG: tag})
+        log.warning("run %s ended KILLED: %s", tracker.run_id, tag)
         raise
     except BaseException as error:
         try:
@@ -474,9 +571,33 @@ class Spool:
     end: dict[str, Any] | None = None
 
 
+def unique_points(points: list[Metric]) -> list[Metric]:
+    """One point per (key, step): the last one logged (a resumed process's, over a killed one's)."""
+    last: dict[tuple[str, int], Metric] = {}
+    for point in points:
+        last.pop((point.key, point.step), None)
+        last[(point.key, point.step)] = point
+    return list(last.values())
+
+
+def missing_points(client: MlflowClient, run_id: str, points: list[Metric]) -> list[Metric]:
+    """The ``points`` whose (key, step) the run's history in the store lacks."""
+    held: dict[str, set[int]] = {}
+    missing = []
+    for point in unique_points(points):
+        if point.key not in held:
+            held[point.key] = {m.step for m in client.get_metric_history(run_id, point.key)}
+        if point.step not in held[point.key]:
+            missing.append(point)
+    return missing
+
+
 def read_spool(path: str | Path) -> Spool:
-    """Parse a journal (JSON lines). A ``discard`` record drops that many trailing points (the
-    buffer of a KILLED run, whose epoch a resume redoes); a torn last line is ignored."""
+    """Parse a journal (JSON lines): one section per process that logged the run (a ``run``
+    record opens each). A ``discard`` record drops that many trailing points (the buffer of a
+    KILLED run, whose epoch a resume redoes); a later section drops the ``interrupted`` tag and
+    the end of the one before (the run went on). Points are unique by (key, step), the later
+    kept (:func:`unique_points`); a torn last line is ignored."""
     spool: Spool | None = None
     with Path(path).open(encoding="utf-8") as handle:
         lines = handle.read().splitlines()
@@ -488,7 +609,13 @@ def read_spool(path: str | Path) -> Spool:
                 break
             raise ValueError(f"{path}:{number}: not a JSON line") from None
         if "run" in record:
-            spool = spool or Spool(run=record["run"])
+            if spool is None:
+                spool = Spool(run=record["run"])
+            elif record["run"].get("run_id") != spool.run.get("run_id"):
+                raise ValueError(f"{path}:{number}: a second run ({record['run'].get('run_id')}) in one journal")
+            else:
+                spool.tags.pop(INTERRUPTED_TAG, None)
+                spool.end = None
         elif spool is None:
             raise ValueError(f"{path}: no run record before line {number}")
         elif "metrics" in record:
@@ -504,14 +631,37 @@ def read_spool(path: str | Path) -> Spool:
             spool.end = record["end"]
     if spool is None:
         raise ValueError(f"{path}: empty spool")
+    spool.metrics = unique_points(spool.metrics)
     return spool
 
 
-def replay(path: str | Path, tracking_uri: str | None = None) -> dict[str, Any]:
-    """Send a spool into a store: the run's own (only the points its history lacks), or one that
-    lacks the run, where it is created again (experiment, name, params, tags). Sets the end status
-    the spool recorded. Safe to run twice. Returns a summary."""
-    spool = read_spool(path)
+def merge_spools(spools: list[Spool]) -> Spool:
+    """The journals of one run (written by successive processes) as one, in the order they were
+    logged (by their first point): the later journal's params, tags, end and points win."""
+    run_ids = {spool.run.get("run_id") for spool in spools}
+    if len(run_ids) != 1:
+        raise ValueError(f"journals of several runs cannot merge: {sorted(map(str, run_ids))}")
+    ordered = sorted(spools, key=lambda spool: min((m.timestamp for m in spool.metrics), default=0))
+    merged = Spool(run=ordered[-1].run)
+    for spool in ordered:
+        if merged.end is not None:  # the run went on after that process ended
+            merged.tags.pop(INTERRUPTED_TAG, None)
+        merged.params.update(spool.params)
+        merged.tags.update(spool.tags)
+        merged.metrics.extend(spool.metrics)
+        merged.end = spool.end
+    merged.metrics = unique_points(merged.metrics)
+    return merged
+
+
+def replay(path: str | Path | list[str | Path], tracking_uri: str | None = None) -> dict[str, Any]:
+    """Send a run's journals (one path, or several of the same run) into a store: the run's own
+    (only the points whose (key, step) its history lacks), or one that lacks the run, where it is
+    created again (experiment, name, params, tags; tagged ``replayed_from``, so a later replay of
+    the same run finds it). Sets the end status the journals recorded. Safe to run twice.
+    Returns a summary."""
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    spool = merge_spools([read_spool(p) for p in paths])
     uri = tracking_uri or spool.run.get("tracking_uri") or default_tracking_uri()
     client = MlflowClient(uri)
     run_id = spool.run["run_id"]
@@ -521,9 +671,12 @@ def replay(path: str | Path, tracking_uri: str | None = None) -> dict[str, Any]:
         if error.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
         run = None
+    found = client.get_experiment_by_name(spool.run["experiment"])
+    if run is None and found is not None:
+        earlier = client.search_runs([found.experiment_id], f"tags.replayed_from = '{run_id}'", max_results=1)
+        run = earlier[0] if earlier else None
     created = run is None
     if run is None:
-        found = client.get_experiment_by_name(spool.run["experiment"])
         experiment_id = (
             found.experiment_id
             if found
@@ -538,20 +691,17 @@ def replay(path: str | Path, tracking_uri: str | None = None) -> dict[str, Any]:
     params = [mlflow.entities.Param(k, v) for k, v in spool.params.items() if k not in existing]
     for start in range(0, len(params), 100):
         client.log_batch(new_id, params=params[start : start + 100])
-    have: dict[str, list[Metric]] = {}
-    missing = []
-    for point in spool.metrics:
-        if point.key not in have:
-            have[point.key] = [] if created else client.get_metric_history(new_id, point.key)
-        if not any(same_point(point, m) for m in have[point.key]):
-            missing.append(point)
-            have[point.key].append(point)
+    missing = spool.metrics if created else missing_points(client, new_id, spool.metrics)
     for start in range(0, len(missing), BATCH_LIMIT):
         client.log_batch(new_id, metrics=missing[start : start + BATCH_LIMIT])
+    if INTERRUPTED_TAG in run.data.tags and INTERRUPTED_TAG not in spool.tags:
+        client.delete_tag(new_id, INTERRUPTED_TAG)
     if spool.tags:
         client.log_batch(new_id, tags=[mlflow.entities.RunTag(k, v) for k, v in spool.tags.items()])
     end = spool.end or {"status": "FAILED", "end_time": None}
-    if spool.end is None:
+    if spool.end is None and not created and run.info.status != "RUNNING":
+        end = {"status": run.info.status, "end_time": run.info.end_time}  # a later process ended the run
+    elif spool.end is None:
         client.set_tag(new_id, ERROR_TAG, "the process ended before its run did (replayed from a spool without an end)")
     client.set_terminated(new_id, status=end["status"], end_time=end.get("end_time"))
     return {
@@ -570,6 +720,7 @@ class PrepareTrackingStore(Callback):
     run its schema migrations concurrently and leave it broken."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        wait_for_store(config.tracking.uri or default_tracking_uri())
         MlflowClient(config.tracking.uri or default_tracking_uri()).search_experiments(max_results=1)
 
 
@@ -578,17 +729,21 @@ def cli(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m framework.tracking", description="MLflow maintenance")
     commands = parser.add_subparsers(dest="command", required=True)
     command = commands.add_parser("replay", help="send runs' spools (mlflow_spool/<run id>.jsonl) into a store")
-    command.add_argument("spool", nargs="+", type=Path)
+    command.add_argument("spool", nargs="+", type=Path, help="journals; those of one run are merged")
     command.add_argument(
         "--tracking-uri", default=None, help="the store (default: the run's own, as its spool records)"
     )
     command.add_argument("--keep", action="store_true", help="keep each spool after it was replayed")
     args = parser.parse_args(argv)
+    runs: dict[str, list[Path]] = {}  # the journals of one run are replayed together, each point once
     for path in args.spool:
-        summary = replay(path, args.tracking_uri)
-        print(json.dumps({"spool": str(path), **summary}))
+        runs.setdefault(str(read_spool(path).run.get("run_id")), []).append(path)
+    for paths in runs.values():
+        summary = replay(paths, args.tracking_uri)
+        print(json.dumps({"spool": ", ".join(map(str, paths)), **summary}))
         if not args.keep:
-            path.unlink()
+            for path in paths:
+                path.unlink()
     return 0
 
 

@@ -28,6 +28,7 @@ from ..losses import MultitaskLoss, head_labels
 from ..methods import Method, StepView
 from ..models.base import MEAN, MultimodalModel
 from ..tracking import RunTracker
+from . import termination
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distributed import DataParallel
 from .gradients import GradientEngine
@@ -164,29 +165,31 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         if self.state.epoch == 0 and self.state.step == 0:
             self.save()  # the start is resumable too: an interrupted first epoch resumes into the same run
-        while self.state.epoch < self.settings.epochs:
-            train_metrics = self.train_epoch()
-            if self.parallel is not None:
-                self.parallel.sync_buffers()  # every rank evaluates (and rank 0 saves) rank 0's buffers
-            val = self.evaluate(self.splits.val)
-            test = self.evaluate(self.splits.test)
-            epoch = self.state.epoch
-            if val[self.selection] > self.state.best_val:
-                self.state.best_val, self.state.best_epoch, self.state.best_test = val[self.selection], epoch, test
-            self.state.last_test = test
-            metrics = {**train_metrics, **{names.accuracy("val", h): v for h, v in val.items()}}
-            metrics.update({names.accuracy("test", h): v for h, v in test.items()})
-            metrics[names.LR] = self.optimizer.param_groups[0]["lr"]
-            metrics.update({names.skipped(split): float(n) for split, n in self._skipped_samples().items()})
-            if self.scheduler is not None:
-                self.scheduler.step()
-            self.state.epoch += 1
-            self._log(metrics, epoch)
-            if self.tracker:
-                self.tracker.flush()
-            if self.state.epoch % self.settings.checkpoint_every == 0 or self.state.epoch == self.settings.epochs:
-                self._check_parameters()  # never checkpoint a diverged model
-                self.save()
+        with termination.deferred():  # a SIGTERM stops at a step boundary, or after a due checkpoint
+            while self.state.epoch < self.settings.epochs:
+                train_metrics = self.train_epoch()
+                if self.parallel is not None:
+                    self.parallel.sync_buffers()  # every rank evaluates (and rank 0 saves) rank 0's buffers
+                val = self.evaluate(self.splits.val)
+                test = self.evaluate(self.splits.test)
+                epoch = self.state.epoch
+                if val[self.selection] > self.state.best_val:
+                    self.state.best_val, self.state.best_epoch, self.state.best_test = val[self.selection], epoch, test
+                self.state.last_test = test
+                metrics = {**train_metrics, **{names.accuracy("val", h): v for h, v in val.items()}}
+                metrics.update({names.accuracy("test", h): v for h, v in test.items()})
+                metrics[names.LR] = self.optimizer.param_groups[0]["lr"]
+                metrics.update({names.skipped(split): float(n) for split, n in self._skipped_samples().items()})
+                if self.scheduler is not None:
+                    self.scheduler.step()
+                self.state.epoch += 1
+                self._log(metrics, epoch)
+                if self.tracker:
+                    self.tracker.flush()
+                if self.state.epoch % self.settings.checkpoint_every == 0 or self.state.epoch == self.settings.epochs:
+                    self._check_parameters()  # never checkpoint a diverged model
+                    self.save()
+                termination.stop_point()
         return self.results()
 
     def results(self) -> dict[str, float]:
@@ -237,6 +240,7 @@ class Trainer:
             self.state.step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{sum(losses.values()):.3f}")
+            termination.stop_point()
         bar.close()
         metrics = {names.train_loss(objective): value / max(count, 1) for objective, value in sums.items()}
         metrics.update(self.statistics.epoch_summary())
