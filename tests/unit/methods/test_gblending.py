@@ -48,7 +48,7 @@ def test_the_step_weights_each_heads_loss():
     model, splits = H.make_model()
     twin = H.twin(model)
     inputs, labels = H.batch(splits)
-    method = get_method("gblending")
+    method = get_method("gblending", heads="separate")
     method.weights = {"multimodal": 0.5, "a": 0.3, "b": 0.2}
     (got,) = H.step_gradients(H.make_trainer(method, model, splits), inputs, labels)
     losses = MultitaskLoss()(twin(inputs), labels)
@@ -66,3 +66,44 @@ def test_one_joint_loss_is_a_one_line_error():
 
     with pytest.raises(MethodError, match="loss=multitask"):
         get_method("gblending").check_config(True, get_integrator("sum"))
+
+
+def test_each_modalitys_logits_are_its_slice_of_the_fusion_head():
+    model, splits = H.make_model()
+    twin = H.twin(model)
+    inputs, labels = H.batch(splits)
+    method = get_method("gblending")
+    method.weights = {"multimodal": 0.5, "a": 0.3, "b": 0.2}
+    (got,) = H.step_gradients(H.make_trainer(method, model, splits), inputs, labels)
+    f = twin.encode(inputs)
+    W, b = twin.fusion_head.weight, twin.fusion_head.bias
+    logits = {  # BalanceBenchmark's unimodal results: x_m W_m^T + b / M
+        "multimodal": twin.fusion_head(torch.cat([f["a"], f["b"]], 1)),
+        "a": f["a"] @ W[:, :8].T + b / 2,
+        "b": f["b"] @ W[:, 8:].T + b / 2,
+    }
+    total = sum(w * torch.nn.functional.cross_entropy(logits[h], labels) for h, w in method.weights.items())
+    names = [n for n, _ in twin.named_parameters() if not n.startswith("unimodal_heads.")]
+    params = dict(twin.named_parameters())
+    expected = dict(zip(names, torch.autograd.grad(total, [params[n] for n in names]), strict=True))
+    assert set(got) == set(expected)  # the model's own unimodal heads are gone
+    for name in names:
+        assert_close(got[name], expected[name])
+
+
+def test_fusion_slices_need_concatenation_fusion_and_heads_are_checked():
+    from functools import partial
+
+    from framework.methods import MethodError
+    from framework.models.encoders import MLPEncoder
+    from framework.models.fusion import SumFusion
+    from framework.models.late_fusion import LateFusionModel
+
+    _, splits = H.make_model()
+    model = LateFusionModel(splits.spec, partial(MLPEncoder, hidden=[16], dim=8), partial(SumFusion, dim=8))
+    with pytest.raises(MethodError, match=r"fusion is SumFusion: use method\.heads=separate") as error:
+        get_method("gblending").prepare(model)
+    assert "\n" not in str(error.value)
+    get_method("gblending", heads="separate").prepare(model)
+    with pytest.raises(MethodError, match=r"method.heads=.shared.: valid values: fusion \| separate"):
+        get_method("gblending", heads="shared")
