@@ -34,7 +34,7 @@ from .tracking import (
     tracked_run,
 )
 from .training import distributed
-from .training.checkpoint import checkpoint_to_resume, restart_count, seed_everything
+from .training.checkpoint import CheckpointWriteError, checkpoint_to_resume, restart_count, seed_everything
 from .training.job_lock import JobLock, JobLocked
 from .training.termination import EXIT_CODE as TERMINATED_EXIT_CODE
 from .training.termination import Terminated, sigterm_stops
@@ -51,7 +51,16 @@ warnings.filterwarnings(
     category=UserWarning,
 )
 
-USER_ERRORS = (ValueError, FileNotFoundError, KeyError, TypeError, NonFiniteError, JobLocked, TrackingUnavailable)
+USER_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    KeyError,
+    TypeError,
+    NonFiniteError,
+    JobLocked,
+    TrackingUnavailable,
+    CheckpointWriteError,
+)
 ONE_JOINT = "one_joint"
 
 

@@ -23,8 +23,15 @@ class AudioReadError(ValueError):
     """A WAV file could not be decoded; the message names the file."""
 
 
+UNKNOWN_LENGTH = 0xFFFFFFFF
+"""The data-chunk size that streaming writers put in a WAV header when the length is not known."""
+
+
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
-    """Read a PCM WAV file: float32 mono samples in [-1, 1] (channels averaged) and the sample rate."""
+    """Read a PCM WAV file: float32 mono samples in [-1, 1] (channels averaged) and the sample rate.
+
+    A file with fewer bytes of audio than its header's data chunk declares is truncated, and refused
+    (:class:`AudioReadError`); a short clip whose header agrees with its data is read as it is."""
     path = Path(path)
     try:
         with wave.open(str(path), "rb") as f:
@@ -32,6 +39,12 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
             raw = f.readframes(frames)
     except (wave.Error, EOFError) as exc:
         raise AudioReadError(f"{path}: not a readable PCM WAV file ({exc})") from exc
+    declared = frames * channels * width
+    if len(raw) < declared and frames != UNKNOWN_LENGTH // (channels * width):
+        raise AudioReadError(
+            f"{path}: truncated WAV file: its header declares {frames} frames ({declared} bytes of audio), "
+            f"the file holds {len(raw)} bytes of them"
+        )
     if width == 1:  # 8-bit WAV is unsigned
         samples = (np.frombuffer(raw, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
     elif width == 2:

@@ -18,7 +18,9 @@ reference picks it from its 1-based frame names (the first of 2 or 3 frames, the
 
 Bad input: a missing root, split file or folder raises ``FileNotFoundError`` naming the path and
 the expected layout. A sample whose files are missing, whose label is unknown or whose files do not
-decode is *corrupt*: ``on_corrupt="error"`` stops with an error naming the clip id;
+decode is *corrupt* (so is a WAV holding fewer samples than its header declares; a clip shorter
+than ``duration`` is not): ``on_corrupt="error"`` stops with a one-line error naming the clip id,
+the file and the reason;
 ``on_corrupt="skip"`` drops it (samples found at indexing) or substitutes the next readable sample
 (samples that fail to decode while loading, in any worker process). ``dataset.skipped`` counts the
 skipped samples of a split; ``skipped_ids`` lists those found at indexing (the shared
@@ -30,6 +32,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,15 +159,13 @@ class AVManifestDataset(SkippingDataset):
     def load_audio(self, clip: Clip) -> Tensor:
         if self.layout.audio_format == "wav":
             return load_spectrogram(clip.audio, self.spectrogram)
-        x = torch.load(clip.audio, map_location="cpu", weights_only=True)
-        if not isinstance(x, Tensor):
-            raise ValueError(f"{clip.audio}: holds a {type(x).__name__}, not a tensor")
-        x = x.float()
+        x = load_preprocessed(clip.audio)
         if x.dim() == 2:
             x = x.unsqueeze(0)
-        if not torch.isfinite(x).all():
-            raise ValueError(f"{clip.audio}: non-finite values")
-        return fit_shape(x, self.audio_shape)
+        try:
+            return fit_shape(x, self.audio_shape)
+        except ValueError as exc:
+            raise ValueError(f"{clip.audio}: preprocessed spectrogram of the wrong rank ({exc})") from None
 
     def load(self, index: int) -> tuple[dict[str, Tensor], int]:
         clip = self.clips[index]
@@ -177,10 +178,44 @@ class AVManifestDataset(SkippingDataset):
         return {"audio": audio, "visual": torch.stack(frames)}, clip.label
 
 
+def load_preprocessed(path: str | Path) -> Tensor:
+    """A preprocessed spectrogram (``torch.save`` of one tensor) as float32; ``ValueError`` naming the
+    file when it is not one (corrupt, truncated, another object, non-finite values)."""
+    try:
+        x = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch reports a damaged file as a RuntimeError or an unpickling error
+        raise ValueError(
+            f"{path}: corrupt preprocessed data file ({_torch_reason(exc)}); regenerate it from the clip's audio "
+            "with the preprocessing that wrote it (the project has no step that writes .pt spectrograms; "
+            "the wav layout computes them from <clip>.wav), or delete it to drop the clip"
+        ) from None
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{path}: preprocessed data file holds a {type(x).__name__}, not a tensor")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{path}: preprocessed data file has non-finite values")
+    return x.float()
+
+
+def _torch_reason(error: BaseException) -> str:
+    """What is wrong with a file ``torch.load`` refused, without torch's advice about checkpoints."""
+    if isinstance(error, pickle.UnpicklingError):
+        return "not written by torch.save, or holds objects other than tensors"
+    first = str(error).strip().split(". ")[0].split("\n")[0]
+    return f"torch.load: {first[:160]}" if first else f"torch.load: {type(error).__name__}"
+
+
 def _index_split(
-    name: str, root: Path, rows: list[list[str]], classes: Sequence[str], layout: AVLayout, on_corrupt: str, split: str
+    name: str,
+    root: Path,
+    rows: list[list[str]],
+    classes: Sequence[str],
+    layout: AVLayout,
+    on_corrupt: str,
+    split: str,
+    source: Path,
 ) -> tuple[list[Clip], list[str]]:
-    """Check every row's label and files (cheap: no decoding); corrupt rows per ``on_corrupt``."""
+    """Check every row's label and files (cheap: no decoding); corrupt rows per ``on_corrupt``.
+    ``source``: the CSV file the rows come from, named by a row's error."""
     audio_dir, visual_dir = root / layout.audio_dir, root / layout.visual_dir
     clips: list[Clip] = []
     skipped: list[str] = []
@@ -192,9 +227,9 @@ def _index_split(
         frames_dir = visual_dir / clip_id
         frames: list[str] = []
         if len(row) < 2:
-            problem = "the row has no label"
+            problem = f"its row in {source} has no label"
         elif label is None:
-            problem = f"label {row[1]!r} is not one of the {len(classes)} classes"
+            problem = f"label {row[1]!r} is not one of the {len(classes)} classes (in {source})"
         elif not audio.is_file():
             problem = f"missing audio file {audio}"
         elif not frames_dir.is_dir():
@@ -305,9 +340,14 @@ def av_manifest_splits(
     else:
         train_rows, val_rows = _stratified_holdout(train_rows, val_fraction, split_seed)
     classes = class_names(root, classes, train_rows + val_rows, num_classes, name)
+    val_source = root / ("val.csv" if (root / "val.csv").is_file() else "train.csv")
     indexed = {
-        split: _index_split(name, root, rows, classes, layout, on_corrupt, split)
-        for split, rows in (("train", train_rows), ("val", val_rows), ("test", test_rows))
+        split: _index_split(name, root, rows, classes, layout, on_corrupt, split, source)
+        for split, rows, source in (
+            ("train", train_rows, root / "train.csv"),
+            ("val", val_rows, val_source),
+            ("test", test_rows, root / "test.csv"),
+        )
     }
     if not indexed["train"][0]:
         raise ValueError(f"{name}: no readable training clips under {root}; expected layout: {expected}")

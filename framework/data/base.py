@@ -9,7 +9,7 @@ sample with ``load`` and applies ``on_corrupt`` (:data:`ON_CORRUPT`): stop with 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
@@ -109,8 +109,8 @@ class SkippingDataset(MultimodalDataset):
             try:
                 return self.load(i)
             except Exception as exc:  # any decoding failure is this sample's corruption
-                message = f"{self.name}: corrupt sample {self.sample_id(i)!r} ({type(exc).__name__}: {exc})"
-                message = message.replace("\n", " ")
+                reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+                message = " ".join(f"{self.name}: corrupt sample {self.sample_id(i)!r}: {reason}".split())
                 if self.on_corrupt == "error":
                     raise CorruptSampleError(message) from exc
                 if not self.counter.flags[i]:
@@ -184,8 +184,28 @@ def iterate_batches(
         num_workers=num_workers,
         persistent_workers=False,
     )
-    for inputs, labels in loader:
-        yield inputs, labels
+    yield from load_batches(loader)
+
+
+def load_batches(loader: Iterable[Batch]) -> Iterator[Batch]:
+    """The batches of a ``DataLoader``; a corrupt sample met in a worker process raises its own
+    one-line :class:`CorruptSampleError` (the DataLoader re-raises it with the worker's traceback
+    in the message)."""
+    try:
+        yield from loader
+    except CorruptSampleError as error:
+        raise CorruptSampleError(worker_message(error)) from None
+
+
+def worker_message(error: BaseException) -> str:
+    """The message an error had in the DataLoader worker that raised it ("Caught ... in DataLoader
+    worker process N.", the worker's traceback, then the original last line)."""
+    text = str(error)
+    if "DataLoader worker" not in text.split("\n", 1)[0]:
+        return text
+    last = text.strip().splitlines()[-1]
+    prefix = f"{type(error).__module__}.{type(error).__qualname__}: "
+    return last.removeprefix(prefix)
 
 
 def num_batches(dataset: MultimodalDataset, batch_size: int) -> int:

@@ -95,7 +95,10 @@ def _index(
         for object_id in sorted(grouped):
             ordered = [path for _, path in sorted(grouped[object_id])]
             if len(ordered) != views_per_object:
-                message = f"modelnet40_views: corrupt sample {object_id!r}: {len(ordered)} views, expected {views_per_object}"
+                message = (
+                    f"modelnet40_views: corrupt sample {object_id!r}: {len(ordered)} views, "
+                    f"expected {views_per_object} (in {folder})"
+                )
                 if on_corrupt == "error":
                     raise CorruptSampleError(message)
                 skipped.append(object_id)

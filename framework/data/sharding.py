@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from .base import Batch, MultimodalDataset, TensorMultimodalDataset
+from .base import Batch, MultimodalDataset, TensorMultimodalDataset, load_batches
 
 
 def shard_of(batch: Tensor, rank: int, world_size: int) -> Tensor:
@@ -87,7 +87,7 @@ def sharded_train_batches(
         return
     sampler = ShardedBatches(len(dataset), batch_size, rank, world_size, generator, like_loader=True)
     loader = DataLoader(dataset, batch_sampler=sampler, generator=generator, num_workers=num_workers)
-    yield from loader
+    yield from load_batches(loader)
 
 
 def sharded_eval_batches(
@@ -100,4 +100,4 @@ def sharded_eval_batches(
         for chunk in chunks:
             yield dataset.batch(chunk)
         return
-    yield from DataLoader(dataset, batch_sampler=[c.tolist() for c in chunks], num_workers=num_workers)
+    yield from load_batches(DataLoader(dataset, batch_sampler=[c.tolist() for c in chunks], num_workers=num_workers))

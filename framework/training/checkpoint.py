@@ -4,7 +4,9 @@ A checkpoint is written to a temporary file in the same directory, fsynced, then
 the old one: a reader (or a job killed mid-write) only ever sees a whole checkpoint. The last two
 are kept: before the new one takes ``checkpoint.pt``'s name, the old one is renamed to
 ``checkpoint.prev.pt`` (:func:`previous_path`). A checkpoint that cannot be read (truncated, corrupt,
-not a checkpoint) gives a one-line warning naming the file, and the previous one is used. Every
+not a checkpoint) gives a one-line warning naming the file, and the previous one is used. One that
+cannot be written (a full disk) raises :class:`CheckpointWriteError`, one line naming the file and
+the system's reason (``[Errno 28] No space left on device``), and leaves those before as they were. Every
 checkpoint records the scheduler job that wrote it (:func:`current_job`), so a requeue of that job
 resumes from it, and the global RNG states (:func:`rng_state`), so a resumed run draws the same
 numbers as an uninterrupted one.
@@ -66,7 +68,10 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     state = {**state, JOB_KEY: current_job()}  # a requeue of this job resumes from here
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise write_error(path, error) from error
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(state, handle)
@@ -75,9 +80,38 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
         if path.is_file():
             os.replace(path, previous_path(path))
         os.replace(tmp, path)
+    except Exception as error:
+        Path(tmp).unlink(missing_ok=True)
+        raise write_error(path, error) from error
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk, no permission, an I/O error). The message is
+    one line naming the file and the operating system's reason; ``errno`` is its error number."""
+
+
+def write_error(path: Path, error: BaseException) -> CheckpointWriteError:
+    """``error`` (raised while writing ``path``) as one line with the real cause: torch's zip writer
+    reports a full disk as a RuntimeError ("unexpected pos ...") raised while the ENOSPC is handled."""
+    cause = _os_error(error)
+    reason = f"[Errno {cause.errno}] {cause.strerror or os.strerror(cause.errno)}" if cause else _why(error)
+    failure = CheckpointWriteError(f"cannot write checkpoint {path}: {reason}; the checkpoints written before are kept")
+    failure.errno = cause.errno if cause else None
+    return failure
+
+
+def _os_error(error: BaseException | None) -> OSError | None:
+    """The first ``OSError`` with an error number in ``error``'s chain (causes and contexts)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _read(path: Path) -> dict[str, Any]:
