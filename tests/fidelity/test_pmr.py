@@ -19,6 +19,12 @@ Reference: fanyunfeng-bit/Modal-Imbalance-PMR@3615e48983555089b0e693380087617c37
 Data order: the training batches and the prototype batches are drawn as the framework's loaders
 draw them (a permutation from ``torch.Generator().manual_seed(seed)`` each epoch, one generator
 for the training loader and one for the prototype loader), so both sides see the same samples.
+
+Not covered, deviations in cases the code does not handle or the framework does not run: a class
+absent from the prototype batches gets a NaN prototype in the code (``/= count_class[c]`` with a
+zero count, l.431-433), a zero one in the framework; for CG-MNIST and AVE the code takes the
+prototypes from another split (l.534-537, CG-MNIST's being its test split), the framework always
+from the training split.
 """
 
 from __future__ import annotations
