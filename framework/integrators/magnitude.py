@@ -19,7 +19,10 @@ return a small ``d`` with ``g_0 . d < 0``), and of methods that do not descend o
 (``sum``, PCGrad, ...). ``tol_i = DESCENT_COSINE_TOL |g_i| |d|`` plus round-off: the dual-cone
 projectors' regularisation tilts their directions by cosines of a few 1e-3 at ordinary points.
 A min-norm direction (MGDA, MMPareto) is a common descent direction or zero, so MMPareto's rule is
-unchanged; where ``|d|`` is zero up to round-off the scale is 0.
+unchanged. Where ``|d|`` is zero up to round-off the scale is 0: ``|d| <= (64 eps + 1e-10)
+sum_i |w_i| |g_i|`` (the size of the terms that cancel, not of the gradients alone), so that a
+min-norm solver's residue of 1e-15 to 1e-13 where no common descent direction exists (0 in the
+convex hull of the gradients) is not enlarged into a full step in a round-off direction.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ MAGNITUDE_CHOICES = ("none", "restore", "restore_gamma")
 MAGNITUDE_DEFAULTS: dict[str, Any] = {"gamma": 1.5, "rescale": "tensor"}
 DESCENT_COSINE_TOL = 1e-2
 """A direction with ``cos(g_i, d) >= -DESCENT_COSINE_TOL`` for every loss counts as descent."""
+WEIGHTS_RTOL = 1e-10
+"""Relative accuracy assumed of the float64 weights (the min-norm solvers reach about 1e-14)."""
 
 
 class MagnitudeRule(ABC):
@@ -73,13 +78,17 @@ class RestoreAndEnlarge(MagnitudeRule):
         if not is_common_descent(grams.sum(0), weights, float(direction_norms.square().sum().sqrt()), dtype):
             return torch.ones(len(direction_norms), dtype=torch.float64)
         d_norms = direction_norms
-        grad_scale = grams.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt().amax(1)
+        squared_norms = grams.diagonal(dim1=1, dim2=2).clamp_min(0)  # (P, k): |g_{i,p}|^2
         u_norms = grams.sum(dim=(1, 2)).clamp_min(0).sqrt()
         if self.rescale == "group":
             d_norms = d_norms.square().sum().sqrt().reshape(1)
             u_norms = u_norms.square().sum().sqrt().reshape(1)
-            grad_scale = grad_scale.amax().reshape(1)
-        nonzero = d_norms > 16 * torch.finfo(dtype).eps * grad_scale
+            squared_norms = squared_norms.sum(0, keepdim=True)
+        # |d| against the size of the terms it sums, sum_i |w_i| |g_i|: below the round-off of the
+        # combination and of the float64 weights, d is zero (a solver's residue at a point with
+        # no common descent direction), not a direction to enlarge.
+        terms = squared_norms.sqrt() @ weights.double().abs()
+        nonzero = d_norms > (64 * torch.finfo(dtype).eps + WEIGHTS_RTOL) * terms
         ratio = torch.where(nonzero, u_norms / torch.where(nonzero, d_norms, 1.0), 0.0)
         scales = torch.where(nonzero, self.gamma * ratio.clamp_min(1.0), 0.0)
         return scales.expand(len(direction_norms)) if self.rescale == "group" else scales

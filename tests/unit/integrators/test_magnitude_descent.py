@@ -15,6 +15,8 @@ import torch
 from framework.integrators import Integrator, get_integrator
 from framework.integrators.magnitude import DESCENT_COSINE_TOL
 
+from . import _refs as R
+
 # No common descent direction: g_1 = -2 g_0.
 OPPOSED = torch.tensor([[1.0, 0.0], [-2.0, 0.0]], dtype=torch.float64)
 
@@ -92,3 +94,26 @@ def test_a_direction_tilted_against_a_loss_is_enlarged_only_within_the_tolerance
     np.testing.assert_allclose(own.numpy(), d, rtol=1e-12)
     expected = 1.5 * max(1.0, float(np.linalg.norm(g.sum(0)))) if factor < 1 else 1.0
     assert float(out.norm()) == pytest.approx(expected, rel=1e-12)
+
+
+def _weakly_stationary(count: int) -> list[torch.Tensor]:
+    """``4 x 3`` Gaussian matrices (varied row norms) with 0 in the convex hull of their rows."""
+    r = np.random.default_rng(0)
+    out = []
+    while len(out) < count:
+        g = r.standard_normal((4, 3)) * r.uniform(0.1, 10, (4, 1))
+        weights = R.scipy_min_norm(g @ g.T)
+        if np.linalg.norm(weights @ g) < 1e-6 * np.abs(g).max():
+            out.append(torch.tensor(g))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("name", "params"), [("mmpareto", {}), ("mmpareto", {"rescale": "group"}), ("mgda", {"magnitude": "restore_gamma"})]
+)
+def test_no_common_descent_direction_gives_a_zero_update_not_an_enlarged_residue(name: str, params: dict):
+    # The min-norm point is 0 up to the solver's round-off (|d| ~ 1e-15..1e-13 of the gradients):
+    # enlarging that residue to gamma |u| is a full step in a round-off direction.
+    for g in _weakly_stationary(12):
+        out = get_integrator(name, **params)(g).update
+        assert float(out.norm()) <= 1e-9 * float(g.norm()), (name, params, g)
