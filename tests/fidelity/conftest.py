@@ -7,8 +7,10 @@ parameter after each step:
   ``framework.main.build_trainer(cfg, None, checkpoint_path)`` from a Hydra config composed like
   ``python -m framework.main`` does (fixture :func:`framework_trainer`; defaults: the smoke
   experiment's synthetic data and MLP encoders, SGD as ``conf/optimizer/sgd.yaml`` (momentum 0.9,
-  weight decay 1e-4, the authors' optimizer), a constant learning rate, no step statistics, CPU,
-  float64);
+  weight decay 1e-4, the authors' optimizer), a constant learning rate, CPU, float64, no step
+  statistics and no noise probe. Without statistics a plain-sum step is one backward pass of the
+  summed losses; ``trainer.statistics.log_every=1`` (the config's default, what real runs do)
+  makes the gradient engine take per-loss gradients on every step instead);
 * the reference side is a transcription of the authors' training step, written in the test file.
   It imports nothing from ``framework``; its model is built from fresh ``nn.Linear`` layers and
   deep copies of the framework's encoders (:func:`fresh_linear`, :func:`copy.deepcopy`), so only

@@ -169,10 +169,12 @@ def compare(trainer, cfg, harness, alpha, ge, modulated, steps=STEPS, size=32):
 @pytest.mark.parametrize("dominant", ["audio", "visual"])
 def test_ogm_ge_matches_the_authors_step_mlp(framework_trainer, harness, ge, dominant):
     """Synthetic data: ``strong`` plays audio; with ``visual`` the signals are swapped so that the
-    visual modality dominates and its coefficient is the one below 1."""
+    visual modality dominates and its coefficient is the one below 1. The OGM cases run without
+    step statistics (the trainer's one-backward path), the OGM-GE ones with them."""
     signals = ("1.5", "0.2") if dominant == "audio" else ("0.2", "1.5")
     trainer, cfg = framework_trainer(
         "method=ogm_ge", "method.alpha=0.8", "method.scope=all", f"method.ge={str(ge).lower()}",
+        f"trainer.statistics.log_every={int(ge)}",  # OGM: the one-backward path; OGM-GE: per-loss gradients
         "optimizer.lr=0.05", f"dataset.modalities.strong.signal={signals[0]}",
         f"dataset.modalities.weak.signal={signals[1]}",
     )  # fmt: skip

@@ -170,6 +170,7 @@ def test_pmr_matches_the_authors_loop(framework_trainer, harness, dominant):
     trainer, cfg = framework_trainer(
         "method=pmr", "dataset.train_size=128", "trainer.batch_size=32", "optimizer.lr=0.05",
         f"dataset.modalities.strong.signal={signals[0]}", f"dataset.modalities.weak.signal={signals[1]}",
+        f"trainer.statistics.log_every={int(dominant == 'visual')}",  # both gradient-engine paths
     )  # fmt: skip
     model = trainer.model
     audio, visual = model.modalities

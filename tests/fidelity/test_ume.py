@@ -74,7 +74,7 @@ def train_jointly_with_fusion(models, fusion, optimizer, inputs, label):
 
 
 def test_ume_matches_separately_trained_unimodal_models(framework_trainer, harness):
-    trainer, cfg = framework_trainer("method=ume", "optimizer.lr=0.05")
+    trainer, cfg = framework_trainer("method=ume", "optimizer.lr=0.05", "trainer.statistics.log_every=1")
     model = trainer.model
     modalities = model.modalities
     fusion_before = harness.snapshot(model.fusion_head)
