@@ -11,11 +11,13 @@ that names the key, the value given and what is valid.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import inspect
 import math
 import os
 import re
+import tempfile
 import types
 import typing
 from collections.abc import Iterable, Iterator, Sequence
@@ -26,7 +28,14 @@ from urllib.parse import urlparse
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .config import FRAMEWORK_KEYS
-from .config_schema import ON_NONFINITE
+from .config_schema import (
+    ON_NONFINITE,
+    CheckpointSchema,
+    DistributedSchema,
+    StatisticsSchema,
+    TrackingSchema,
+    TrainerSchema,
+)
 
 TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "databricks", "postgresql", "mysql", "mssql")
 """URI schemes of MLflow tracking stores (a plain path is a file store)."""
@@ -37,6 +46,14 @@ STRING_KEYS = ("name", "device", "tracking.experiment", "tracking.uri", "objecti
 
 OBJECTIVE = re.compile(r"(best/epoch|best/val/acc/.+|best/test/acc/.+|last/test/acc/.+)")
 TARGET_GROUPS = ("dataset", "model", "loss", "optimizer", "scheduler")
+CLOSED_GROUPS = {
+    "trainer": TrainerSchema,
+    "trainer.statistics": StatisticsSchema,
+    "tracking": TrackingSchema,
+    "checkpoint": CheckpointSchema,
+    "distributed": DistributedSchema,
+}
+"""Config groups whose keys the schema lists in full (``tracking.tags`` itself stays open)."""
 
 # dataset targets whose inputs live in the prepared data directory (framework/data/sources.py)
 DATA_FILES = {
@@ -67,6 +84,7 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     refuse a non-string value given to a string key (``name=nan``).
     """
     check_string_overrides(overrides)
+    check_known_keys(cfg)
     check_top_level(cfg)
     check_device(str(cfg.device))
     check_trainer(cfg.trainer)
@@ -79,6 +97,7 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     check_tracking(cfg.tracking)
     check_dataset(cfg.dataset)
     check_distributed(cfg)
+    check_checkpoint_dir(cfg.checkpoint.dir)  # last: it creates the folder, once everything else is valid
 
 
 def check_string_overrides(overrides: Sequence[str]) -> None:
@@ -98,10 +117,30 @@ def check_string_overrides(overrides: Sequence[str]) -> None:
                 )  # fmt: skip
 
 
+def check_known_keys(cfg: DictConfig) -> None:
+    """The groups whose keys the schema fixes (:data:`CLOSED_GROUPS`) take no other key: ``+trainer.x=1``
+    is refused here, naming the valid keys, rather than where the settings are built."""
+    for path, schema in CLOSED_GROUPS.items():
+        node = OmegaConf.select(cfg, path)
+        if not isinstance(node, DictConfig):
+            continue
+        valid = [f.name for f in dataclasses.fields(schema)]
+        for key in node:
+            if key not in valid:
+                value = OmegaConf.to_container(node, resolve=False)[key]  # type: ignore[index]
+                raise fail(f"{path}.{key}", value, f"unknown key under {path}; valid keys: {', '.join(valid)}")
+
+
 def check_top_level(cfg: DictConfig) -> None:
     name = cfg.name
     if not isinstance(name, str) or not name.strip():
         raise fail("name", name, "the MLflow experiment's name must be a non-empty string")
+    if name in (".", "..") or "/" in name or "\\" in name:
+        raise fail(
+            "name", name,
+            "names the checkpoint folder (checkpoints/<name>/...), so no path separator and not . or ..; "
+            "for an MLflow experiment name with '/', set tracking.experiment",
+        )  # fmt: skip
     seed = cfg.seed
     if not 0 <= int(seed) < 2**32:
         raise fail("seed", seed, "must be an integer in [0, 2**32 - 1]")
@@ -300,8 +339,11 @@ def check_loss(loss: DictConfig) -> None:
 
 
 def check_integrator(integrator: DictConfig) -> None:
-    """``get_integrator``'s own one-line errors: an unknown name, parameter or parameter value."""
+    """A finite ``gamma > 0``, then ``get_integrator``'s own one-line errors: an unknown name, parameter
+    or parameter value."""
     from .integrators import get_integrator
+
+    _number(integrator, "gamma", "integrator.", positive=True)
 
     params = OmegaConf.to_container(integrator, resolve=True)
     assert isinstance(params, dict)
@@ -368,6 +410,23 @@ def check_dataset(dataset: DictConfig) -> None:
                 _resolve(data_dir, Path(rel))
             except FileNotFoundError as error:
                 raise fail("dataset.data_dir", data_dir, str(error)) from None
+
+
+def check_checkpoint_dir(directory: Any) -> None:
+    """``checkpoint.dir`` is created now (as the first checkpoint would) and a file written in it, so
+    a folder that cannot be created or written fails here rather than after the first epoch."""
+    from hydra.utils import to_absolute_path
+
+    if not isinstance(directory, str) or not directory.strip():
+        raise fail("checkpoint.dir", directory, "must be a folder path")
+    folder = Path(to_absolute_path(directory))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        reason = f"[Errno {error.errno}] {error.strerror}: {error.filename}" if error.errno else str(error)
+        raise fail("checkpoint.dir", directory, f"the folder cannot be created or written ({reason})") from None
 
 
 def check_distributed(cfg: DictConfig) -> None:

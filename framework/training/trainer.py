@@ -8,6 +8,7 @@ rank 0 logs and writes checkpoints. Without one, nothing of that runs.
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 from collections import defaultdict
@@ -33,6 +34,8 @@ from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_sta
 from .distributed import DataParallel
 from .gradients import GradientEngine
 from .statistics import GradientStatistics, StatisticsSettings
+
+log = logging.getLogger("framework")
 
 
 @dataclass
@@ -122,6 +125,12 @@ class Trainer:
         self.selection = model.selection_head
         self.skipped_steps = 0  # steps of the current epoch skipped for non-finite values (skip_step)
         self._skipped = False  # whether the last train_step was skipped
+        if self.main and settings.batch_size > len(splits.train):
+            log.warning(
+                "trainer.batch_size=%d is larger than the train split (%d samples): each epoch is one "
+                "full-batch step, as with trainer.batch_size=%d",
+                settings.batch_size, len(splits.train), len(splits.train),
+            )  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
         return {
