@@ -14,7 +14,9 @@ The nodes of the config groups are *open*: they type the keys every option of th
 integrator has its own parameters, each dataset and model its own constructor). OmegaConf
 spells an open structured node as a dataclass that subclasses ``Dict[str, Any]``; it warns that
 this is deprecated (omegaconf#663) but has no other spelling, so the warning is silenced here.
-Struct mode still refuses a new key from the command line without ``+``.
+Struct mode still refuses a new key from the command line without ``+``; with ``+``, a key the
+schema does not list under ``trainer``, ``tracking``, ``checkpoint`` or ``distributed`` is refused
+by :func:`framework.validation.check_known_keys`.
 
 Registration happens when this module is imported (``framework.main`` imports it). Where it was
 not imported, ``optional`` makes Hydra compose without the schema (no type checks, same values).

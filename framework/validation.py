@@ -3,7 +3,9 @@
 Types are checked while Hydra composes (:mod:`framework.config_schema`); here come the ranges and
 cross-field rules: sizes and counts, a finite positive learning rate, an available device, a
 registered integrator whose parameters it accepts, a tracking URI with a known scheme, dataset
-files where a loader's inputs can be checked cheaply, trusted and importable ``_target_``\\ s.
+files where a loader's inputs can be checked cheaply, trusted and importable ``_target_``\\ s, no
+unknown key in the groups the schema lists in full, a ``name`` that is one folder name, and a
+checkpoint folder that can be created and written (the one check that leaves something: the folder).
 ``framework.main.train`` calls it before any data is loaded or any MLflow run is opened, so a bad
 config leaves nothing behind. Each failure is a :class:`ConfigError` (a ``ValueError``) of one line
 that names the key, the value given and what is valid.
