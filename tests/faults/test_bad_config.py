@@ -14,6 +14,7 @@ import logging
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -103,17 +104,31 @@ def test_a_batch_larger_than_the_train_split_is_one_full_batch_step_and_says_so(
     assert "trainer.batch_size=4096" in line and "64 samples" in line and "\n" not in line, line
 
 
-@pytest.mark.parametrize("override", ["integrator.gamma=inf", "+trainer.unknown=1"])
-def test_cli_exits_1_with_one_line_and_opens_no_run(tmp_path, override):
-    env = {
-        **{k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"},
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "FRAMEWORK_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "framework.main", *SMALL, override, f"hydra.run.dir={tmp_path}/out"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+CLI_OVERRIDES = ("integrator.gamma=inf", "+trainer.unknown=1")
+
+
+@pytest.fixture(scope="module")
+def cli_results(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess[str], Path]]:
+    def one(override: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+        tmp = tmp_path_factory.mktemp("cli")
+        env = {
+            **{k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"},
+            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
+            "FRAMEWORK_CHECKPOINT_DIR": str(tmp / "checkpoints"),
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "framework.main", *SMALL, override, f"hydra.run.dir={tmp}/out"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        return result, tmp
+
+    with ThreadPoolExecutor(max_workers=len(CLI_OVERRIDES)) as pool:
+        return dict(zip(CLI_OVERRIDES, pool.map(one, CLI_OVERRIDES), strict=True))
+
+
+@pytest.mark.parametrize("override", CLI_OVERRIDES)
+def test_cli_exits_1_with_one_line_and_opens_no_run(cli_results, override):
+    result, tmp_path = cli_results[override]
     last = result.stderr.strip().splitlines()[-1]
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert last.startswith(f"error: {override.lstrip('+')}") or last.startswith(

@@ -12,6 +12,7 @@ import csv
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -149,18 +150,34 @@ def run_cli(tmp: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("kind", ["truncated_wav", "corrupt_pt"])
-def test_cli_run_fails_with_one_line_naming_the_file(tmp_path, writers, kind):
+CLI_KINDS = ("truncated_wav", "corrupt_pt")
+
+
+@pytest.fixture(scope="module")
+def cli_results(tmp_path_factory, writers) -> dict[str, tuple[subprocess.CompletedProcess[str], Path, Path]]:
+    """One run per kind of corruption, both at once (process start dominates)."""
+
+    def one(kind: str) -> tuple[subprocess.CompletedProcess[str], Path, Path]:
+        tmp = tmp_path_factory.mktemp(kind)
+        root = write_tree(writers, tmp / "cremad", "raw" if kind == "truncated_wav" else "preprocessed")
+        path = corrupt(root, first_test_clip(root), kind)
+        result = run_cli(
+            tmp, "experiment=cremad_resnet18", "model.encoder.width=8", f"dataset.root={root}",
+            "dataset.image_size=16", "dataset.on_corrupt=error", "dataset.sample_rate=16000", "dataset.duration=1.0",
+            "trainer.epochs=1", "trainer.max_steps_per_epoch=1", "trainer.num_workers=2",
+            "trainer.statistics.probe_size=4", "trainer.statistics.noise_every=0",
+        )  # fmt: skip
+        return result, tmp, path
+
+    with ThreadPoolExecutor(max_workers=len(CLI_KINDS)) as pool:
+        return dict(zip(CLI_KINDS, pool.map(one, CLI_KINDS), strict=True))
+
+
+@pytest.mark.parametrize("kind", CLI_KINDS)
+def test_cli_run_fails_with_one_line_naming_the_file(cli_results, kind):
     """Before: the truncated WAV was padded with zeros and the run FINISHED (exit 0, data/skipped/* 0);
     the corrupt .pt failed with a 35-line worker traceback quoting torch's 'checkpoint file is corrupted'."""
-    root = write_tree(writers, tmp_path / "cremad", "raw" if kind == "truncated_wav" else "preprocessed")
-    path = corrupt(root, first_test_clip(root), kind)
-    result = run_cli(
-        tmp_path, "experiment=cremad_resnet18", "model.encoder.width=8", f"dataset.root={root}",
-        "dataset.image_size=16", "dataset.on_corrupt=error", "dataset.sample_rate=16000", "dataset.duration=1.0",
-        "trainer.epochs=1", "trainer.max_steps_per_epoch=1", "trainer.num_workers=2",
-        "trainer.statistics.probe_size=4", "trainer.statistics.noise_every=0",
-    )  # fmt: skip
+    result, tmp_path, path = cli_results[kind]
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
