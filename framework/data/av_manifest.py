@@ -382,11 +382,17 @@ def av_manifest_splits(
 
 def _first_audio_shape(name: str, clips: list[Clip]) -> tuple[int, ...]:
     """The spectrogram shape of the first training clip that loads (all clips are fit to it)."""
+    first_error = ""
     for clip in clips[:20]:
         try:
-            x = torch.load(clip.audio, map_location="cpu", weights_only=True)
-        except Exception:
+            x = load_preprocessed(clip.audio)
+        except ValueError as error:
+            first_error = first_error or str(error).split(";")[0]
             continue
-        if isinstance(x, Tensor) and x.dim() in (2, 3):
+        if x.dim() in (2, 3):
             return tuple((1, *x.shape) if x.dim() == 2 else x.shape)
-    raise CorruptSampleError(f"{name}: none of the first training spectrograms (.pt) could be read; set audio_shape")
+        first_error = first_error or f"{clip.audio}: a tensor of shape {tuple(x.shape)}, not (F, T) or (1, F, T)"
+    raise CorruptSampleError(
+        f"{name}: none of the first {min(len(clips), 20)} training spectrograms (.pt) could be read "
+        f"(first: {first_error}); set audio_shape"
+    )

@@ -188,3 +188,13 @@ def test_cli_run_fails_with_one_line_naming_the_file(cli_results, kind):
     assert run.info.status == "FAILED"
     tag = run.data.tags["error"]
     assert "\n" not in tag and str(path) in tag, tag
+
+
+def test_no_readable_spectrogram_to_take_the_shape_from_names_one(tmp_path, writers):
+    root = write_tree(writers, tmp_path / "cremad", "preprocessed")
+    for path in (root / "audio").iterdir():
+        path.write_bytes(b"not a torch file")
+    with pytest.raises(CorruptSampleError) as raised:
+        cremad.cremad_splits(root, image_size=16)
+    message = str(raised.value)
+    assert "\n" not in message and str(root / "audio") in message and "audio_shape" in message, message
