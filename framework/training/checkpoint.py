@@ -67,8 +67,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     two the previous one is still whole)."""
     state = {**state, JOB_KEY: current_job()}  # a requeue of this job resumes from here
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as error:
         raise write_error(path, error) from error
