@@ -8,7 +8,7 @@ conflict steps where ``a`` falls outside that range. The runs log the direction'
 label and group, the logged conflict steps and those with ``a`` outside the range.
 
     python -m analysis.clip_binding --experiment reproduce_cgmnist --experiment reproduce_avmnist \\
-        --filter label=mmpareto,mmpareto(gamma=1.0)
+        --filter label=mmpareto --filter 'label=mmpareto(gamma=1.0)'
 """
 
 from __future__ import annotations
@@ -86,7 +86,9 @@ def clip_binding_table(client: MlflowClient, experiments: Sequence[str], filters
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", action="append", required=True, help="MLflow experiment (repeatable)")
-    parser.add_argument("--filter", action="append", default=[], help="key=value[,value] (repeatable)")
+    parser.add_argument(
+        "--filter", action="append", default=[], help="key=value (repeatable; values of one key are alternatives)"
+    )
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
     args = parser.parse_args(argv)
     filters = [Filter.parse(text) for text in args.filter]
