@@ -21,7 +21,8 @@ PALETTE = torch.tensor(
     [
         [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 1.0],
         [0.0, 1.0, 1.0], [1.0, 0.5, 0.0], [0.5, 0.0, 1.0], [0.0, 0.5, 0.5], [0.6, 0.6, 0.6],
-    ]
+    ],
+    dtype=torch.float32,  # not the default dtype at import: the images are float32 whatever it is
 )  # fmt: skip
 VAL_COLORINGS = ("train", "test")
 
@@ -37,7 +38,7 @@ def _pick_colors(labels: torch.Tensor, correlated: bool, correlation: float, std
     if correlated:
         keep = torch.rand(n, generator=g) < correlation
         random_class = torch.where(keep, labels, random_class)
-    colors = PALETTE[random_class] + std * torch.randn(n, 3, generator=g)
+    colors = PALETTE[random_class] + std * torch.randn(n, 3, generator=g, dtype=torch.float32)
     return colors.clamp(0.0, 1.0)
 
 

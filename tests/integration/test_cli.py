@@ -72,7 +72,7 @@ def test_unknown_integrator_gets_hydras_error_listing_the_choices(tmp_path):
 def test_invalid_parameter_value_is_one_clear_line(tmp_path):
     result = run_cli("experiment=smoke", "integrator.gamma=-1", tmp_path=tmp_path)
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == "error: mmpareto: gamma must be > 0, got -1"
+    assert result.stderr.strip().splitlines()[-1] == "error: integrator.gamma=-1: must be > 0"
     assert "Traceback" not in result.stderr
 
 

@@ -51,7 +51,7 @@ def test_a_job_failing_on_a_bad_value_leaves_the_others_finished(sweep, mlflow_s
     for line in ("--partition=debug", "--time=30", "--array=0-2%2", "--comment=from-additional-parameters"):
         assert f"#SBATCH {line}" in script, script
     assert result.returncode != 0, "a failed job fails the sweep (after all jobs ran)"
-    assert "gamma must be > 0" in result.stderr
+    assert "integrator.gamma=-1: must be > 0" in result.stderr
     _, runs = experiment_runs(uri, tmp_path)
     status = {r.data.params["integrator.gamma"]: r for r in runs}
     # the bad value is refused by validation before its run opens: no FAILED run to clean up
