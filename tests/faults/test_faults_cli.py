@@ -75,9 +75,15 @@ def test_a_second_submission_of_a_running_job_refuses_in_one_line(tmp_path):
     first = start(command, env)
     try:
         wait_for_checkpoint(path, 1, first)
-        second = subprocess.run(
-            [*command, "resume=true"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-        )
+        # stopped, the holder stays alive (and its heartbeat fresh enough) however long the second
+        # process takes to start: without this the first job could finish before it is asked
+        first.send_signal(signal.SIGSTOP)
+        try:
+            second = subprocess.run(
+                [*command, "resume=true"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+            )
+        finally:
+            first.send_signal(signal.SIGCONT)
         out, _ = first.communicate(timeout=300)
     finally:
         if first.poll() is None:
