@@ -85,7 +85,7 @@ def test_one_joint_reports_probe_accuracy_and_no_integration(compose_cfg, tracki
 
 
 def test_invalid_value_is_refused_before_any_run_opens(compose_cfg, tracking_uri):
-    with pytest.raises(ValueError, match="integrator.gamma=-1: must be > 0"):
+    with pytest.raises(ValueError, match=r"integrator\.gamma=-1: must be > 0"):
         train(compose_cfg(*SMOKE, "integrator.gamma=-1"))
     _, found = runs(tracking_uri)
     assert found == []  # validation runs before the MLflow run is opened
