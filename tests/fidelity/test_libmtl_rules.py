@@ -15,11 +15,6 @@ broken step) that must differ. ``MAX_DIFF`` records the measured agreement.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import cvxpy as cp
 import numpy as np
@@ -27,27 +22,10 @@ import pytest
 import torch
 from scipy.optimize import minimize
 
+from tests.unit.integrators import _asserts as A
 from framework.integrators import get_integrator
 
 LIBMTL = "median-research-group/LibMTL@4336804847eaa5e0b924b743d76beec7ac3fdc97 LibMTL/weighting"
-
-
-def _unit_helpers() -> ModuleType:
-    """``tests/unit/integrators/_asserts.py`` (loaded from its path, as tests/conftest.py loads writers)."""
-    name = "mmgrad_tests_unit_integrators"
-    if name not in sys.modules:
-        directory = Path(__file__).resolve().parents[1] / "unit" / "integrators"
-        spec = importlib.util.spec_from_file_location(
-            name, directory / "__init__.py", submodule_search_locations=[str(directory)]
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return importlib.import_module(f"{name}._asserts")
-
-
-A = _unit_helpers()
 
 
 # ---------------------------------------------------------------- gradient matrices

@@ -26,13 +26,8 @@ that some of those "does not hold" are real.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 import warnings
 from collections.abc import Callable
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
@@ -40,28 +35,11 @@ from torch import Tensor
 from torch.nn.functional import normalize
 from torch.testing import assert_close
 
+from tests.unit.integrators import _asserts as A
 from framework.integrators import INTEGRATORS, Integrator, get_integrator
 from framework.integrators.min_norm import MAX_EXACT_LOSSES
 
 TORCHJD = "TorchJD/torchjd@46962c2be7788503c151007fa013f761a6238ef2"
-
-
-def _unit_helpers() -> ModuleType:
-    """``tests/unit/integrators/_asserts.py`` (loaded from its path, as tests/conftest.py loads writers)."""
-    name = "mmgrad_tests_unit_integrators"
-    if name not in sys.modules:
-        directory = Path(__file__).resolve().parents[1] / "unit" / "integrators"
-        spec = importlib.util.spec_from_file_location(
-            name, directory / "__init__.py", submodule_search_locations=[str(directory)]
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return importlib.import_module(f"{name}._asserts")
-
-
-A = _unit_helpers()
 
 
 # ---------------------------------------------------------------- torchjd's matrices (_matrix_samplers.py)
