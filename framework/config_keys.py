@@ -31,6 +31,7 @@ BOOKKEEPING: frozenset[str] = frozenset(
         "dataset.data_dir",
         "objective",
         "trusted_targets",
+        "extra_trusted_targets",
         "trainer.progress",
         "trainer.num_workers",
         "trainer.checkpoint_every",

@@ -32,6 +32,8 @@ from typing import Any, Dict, List, Optional, Union  # noqa: UP035
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from .config import DEFAULT_TRUSTED_TARGETS
+
 warnings.filterwarnings("ignore", message=r"Class `\w+` subclasses `Dict`", category=UserWarning)
 
 ON_NONFINITE = ("stop", "skip_step")
@@ -122,7 +124,8 @@ class TrainSchema(Dict[str, Any]):
     data_dir: str = "data"
     resume: bool = False
     objective: str = "best/val/acc/multimodal"
-    trusted_targets: List[str] = field(default_factory=lambda: ["framework.*", "torch.optim.*", "torch.nn.*"])
+    trusted_targets: List[str] = field(default_factory=lambda: list(DEFAULT_TRUSTED_TARGETS))
+    extra_trusted_targets: List[str] = field(default_factory=list)  # the user's packages, added to trusted_targets
     trainer: TrainerSchema = field(default_factory=TrainerSchema)
     tracking: TrackingSchema = field(default_factory=TrackingSchema)
     checkpoint: CheckpointSchema = field(default_factory=CheckpointSchema)

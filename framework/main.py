@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import config_schema  # noqa: F401 - registers the config schema (conf/train.yaml: schema: train)
 from . import metric_names as names
-from .config import build
+from .config import build, trusted_targets
 from .integrators import get_integrator
 from .methods import get_method
 from .tracking import (
@@ -115,7 +115,7 @@ def build_trainer(
     The method prepares the model (checks it, may change its heads) before the optimizer is built
     and before, on several ranks, the model moves to this rank's device, becomes SyncBatchNorm if
     ``model.sync_bn``, and takes rank 0's weights."""
-    trusted = list(cfg.trusted_targets)
+    trusted = trusted_targets(cfg)
     splits = build(cfg.dataset, trusted)
     model = build(cfg.model, trusted, spec=splits.spec)
     device = resolve_device(cfg.device) if context is None else context.device

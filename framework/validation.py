@@ -29,7 +29,7 @@ from urllib.parse import urlparse
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from .config import FRAMEWORK_KEYS
+from .config import DEFAULT_TRUSTED_TARGETS, FRAMEWORK_KEYS, REQUIRED_TRUSTED_TARGET, trusted_targets
 from .config_schema import (
     ON_NONFINITE,
     CheckpointSchema,
@@ -220,11 +220,65 @@ def _targets(node: Any, path: str) -> Iterator[tuple[str, DictConfig]]:
             yield from _targets(item, f"{path}[{index}]")
 
 
+PYTHONPATH_HINT = "is its folder on PYTHONPATH? (e.g. PYTHONPATH=/path/to/project python -m framework.main ...)"
+
+
+def check_trusted_targets(cfg: DictConfig) -> None:
+    """``trusted_targets`` keeps ``framework.*`` (users add packages with ``extra_trusted_targets``)."""
+    for key in ("trusted_targets", "extra_trusted_targets"):
+        patterns = cfg.get(key)
+        if patterns is not None and (
+            not isinstance(patterns, (ListConfig, list)) or not all(isinstance(p, str) and p for p in patterns)
+        ):
+            raise fail(key, patterns, "must be a list of _target_ patterns, e.g. [mydata.*]")
+    patterns = cfg.get("trusted_targets")
+    if patterns is not None and REQUIRED_TRUSTED_TARGET not in patterns:
+        own = [p for p in patterns if p not in DEFAULT_TRUSTED_TARGETS] or ["mydata.*"]
+        raise fail(
+            "trusted_targets", list(patterns),
+            f"drops {REQUIRED_TRUSTED_TARGET}, so the framework's own datasets, models and losses are refused; "
+            f"keep the default trusted_targets and use extra_trusted_targets=[...] to add packages "
+            f"(extra_trusted_targets=[{','.join(own)}])",
+        )  # fmt: skip
+
+
+def _package_pattern(target: str) -> str:
+    """``mydata.*`` for ``mydata.splits.make`` (and for ``mydata.*``): the pattern that trusts its package."""
+    return f"{target.split('.')[0]}.*"
+
+
+def import_failure(target: str, error: BaseException) -> str:
+    """Why ``_target_`` ``target`` could not be imported, in one line: the exception under Hydra's
+    ``Error loading`` (``ModuleNotFoundError: No module named 'mydata'``), with a PYTHONPATH hint
+    for a module that is not found. Where Hydra looked for a missing attribute of an existing
+    module as a submodule, the ``AttributeError`` it met first is the answer."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    hydra_wrapper = isinstance(error, ImportError) and str(error).startswith("Error loading")
+    causes = chain[1:] if hydra_wrapper and len(chain) > 1 else chain
+    root = causes[0]
+    prefixes = {".".join(target.split(".")[:n]) for n in range(2, target.count(".") + 2)}
+    if isinstance(root, ModuleNotFoundError) and root.name in prefixes:  # a submodule or an attribute
+        missing = [c for c in causes if isinstance(c, AttributeError) and "'__path__'" not in str(c)]
+        if missing:
+            root = missing[-1]
+    lines = [line.strip() for line in str(root).splitlines() if line.strip()]
+    message = f"{type(root).__name__}: {lines[0]}" if lines else type(root).__name__
+    if isinstance(root, ImportError):
+        message += f"; {PYTHONPATH_HINT}"
+    return message
+
+
 def check_targets(cfg: DictConfig) -> None:
-    """Every ``_target_`` of the groups that are built: trusted (``trusted_targets``) and importable."""
+    """Every ``_target_`` of the groups that are built: trusted (``trusted_targets`` and
+    ``extra_trusted_targets``) and importable."""
     from hydra._internal.utils import _locate
 
-    trusted: Iterable[str] = list(cfg.trusted_targets)
+    check_trusted_targets(cfg)
+    trusted: Iterable[str] = trusted_targets(cfg)
     for group in TARGET_GROUPS:
         if cfg.get(group) is None:
             continue
@@ -233,12 +287,15 @@ def check_targets(cfg: DictConfig) -> None:
             if not isinstance(target, str) or not target:
                 raise fail(key, target, "must be a dotted import path")
             if not any(fnmatch.fnmatchcase(target, pattern) for pattern in trusted):
-                raise fail(key, target, f"not trusted; trusted_targets: {', '.join(trusted)} (add its package there)")
+                raise fail(
+                    key, target,
+                    f"not trusted; trusted patterns: {', '.join(trusted)} "
+                    f"(add its package with extra_trusted_targets=[{_package_pattern(target)}])",
+                )  # fmt: skip
             try:
                 obj = _locate(target)
-            except ImportError as error:
-                first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                raise fail(key, target, f"cannot be imported ({first})") from None
+            except (ImportError, ValueError) as error:
+                raise fail(key, target, f"cannot be imported: {import_failure(target, error)}") from None
             check_call(path, obj, node, positive=group == "model")
 
 
