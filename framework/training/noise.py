@@ -14,6 +14,14 @@ backward passes whatever its number of modalities. The probe can be split into c
 (Chan et al.), so the result does not depend on chunking and memory holds only ``chunk_size``
 per-sample gradients of one group at a time.
 
+Fallback: some modules cannot be vmapped (``nn.GRU`` and ``nn.LSTM``: their kernels write into a
+tensor of the unbatched shape). The first probe call on a model tries ``vmap``; if it raises, the
+probe logs one warning and computes the per-sample gradients with an exact loop instead (the same
+``functional_call`` on one sample, then ``torch.autograd.grad``; cuDNN off, whose RNN backward
+exists in train mode only), and remembers the choice for that model (:func:`probe_method`). Both
+paths feed the same chunks to the same merge, so they agree up to float rounding; the loop costs
+one forward and backward per sample and pack.
+
 BatchNorm: the probe runs the model in **eval mode** (running statistics; dropout off) and restores
 the previous mode afterwards. In train mode BatchNorm couples the samples of a batch, so a
 per-sample gradient is not defined, and a batch of one would both normalise over the wrong axis
@@ -24,6 +32,8 @@ RNG state untouched. Parameters are passed detached: the probe never touches ``.
 
 from __future__ import annotations
 
+import logging
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
@@ -37,6 +47,21 @@ from ..metric_names import grad as grad_metric  # torch.func.grad is ``grad`` he
 from .plan import GradientPlan
 
 LossFn = Callable[[dict[str, Tensor], Tensor], Mapping[str, Tensor]]
+PerSample = Callable[[dict[str, Tensor], dict[str, Tensor], Tensor], dict[str, Tensor]]
+"""``(params, inputs, labels) -> {name: (c, *shape) per-sample gradients}`` for a chunk of ``c``."""
+
+VMAP, LOOP = "vmap", "loop"
+"""How the probe computes per-sample gradients: ``torch.func.vmap``, or a loop over samples."""
+METHODS = (VMAP, LOOP)
+
+log = logging.getLogger("framework")
+
+
+class ProbeError(RuntimeError):
+    """Per-sample gradients failed both with ``vmap`` and with the loop over samples."""
+
+
+_method_of: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
 
 
 class _Moments:
@@ -70,6 +95,38 @@ def _batch_of(inputs: Mapping[str, Tensor]) -> int:
     return sizes.pop()
 
 
+def probe_method(model: nn.Module) -> str | None:
+    """:data:`VMAP` or :data:`LOOP`: what the first probe call on ``model`` chose; ``None`` before it."""
+    return _method_of.get(model)
+
+
+def _vmapped(sample_loss: Callable[..., Tensor]) -> PerSample:
+    return vmap(grad(sample_loss), in_dims=(None, 0, 0))
+
+
+def _looped(sample_loss: Callable[..., Tensor]) -> PerSample:
+    """One forward and one ``torch.autograd.grad`` per sample, stacked like ``vmap`` stacks them."""
+
+    def per_sample(params: dict[str, Tensor], x: dict[str, Tensor], y: Tensor) -> dict[str, Tensor]:
+        leaves = {name: p.detach().requires_grad_() for name, p in params.items()}
+        rows: list[list[Tensor]] = []
+        # cuDNN's RNN backward exists in train mode only; the native kernels compute the same gradients
+        with torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):
+            for i in range(y.shape[0]):
+                value = sample_loss(leaves, {m: t[i] for m, t in x.items()}, y[i])
+                found = (
+                    torch.autograd.grad(value, list(leaves.values()), allow_unused=True)
+                    if value.requires_grad
+                    else (None,) * len(leaves)
+                )
+                rows.append(
+                    [torch.zeros_like(p) if g is None else g for g, p in zip(found, leaves.values(), strict=True)]
+                )
+        return {name: torch.stack([row[j] for row in rows]) for j, name in enumerate(leaves)}
+
+    return per_sample
+
+
 def covariance_traces(
     model: nn.Module,
     loss_fn: LossFn,
@@ -79,6 +136,7 @@ def covariance_traces(
     plan: GradientPlan,
     chunk_size: int | None = None,
     forward_kwargs: Mapping[str, object] | None = None,
+    method: str | None = None,
 ) -> dict[str, dict[str, float]]:
     """``{group: {loss: tr Cov}}`` from per-sample gradients on the probe batch, groups in plan order.
 
@@ -86,7 +144,9 @@ def covariance_traces(
     the plan must be there); ``plan`` says which losses reach which group (``plan.reach``) and which
     losses are differentiated together (``plan.packs``: disjoint reach). ``loss_fn(logits, labels)``
     returns the losses by name with mean reduction; ``forward_kwargs`` are passed to the model's
-    ``forward``.
+    ``forward``. ``method``: :data:`VMAP` or :data:`LOOP` forces one path (nothing is remembered);
+    ``None`` uses the model's remembered one, or on the first call tries ``vmap`` and falls back to
+    the loop (one warning) if it raises; if the loop raises too, :class:`ProbeError` (nothing remembered).
     """
     missing = [g for g in plan.groups if g not in groups]
     if missing:
@@ -94,11 +154,58 @@ def covariance_traces(
     n = _batch_of(inputs)
     if n < 1 or labels.shape[0] != n:
         raise ValueError(f"probe needs matching non-empty inputs and labels, got {n} and {labels.shape[0]}")
+    if method is not None and method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS} or None, got {method!r}")
+    args = (model, loss_fn, inputs, labels, groups, plan, chunk_size, forward_kwargs)
+    if method is not None:
+        return _traces(*args, method=method)
+    remembered = _method_of.get(model)
+    if remembered is not None:
+        return _traces(*args, method=remembered)
+    try:
+        traces = _traces(*args, method=VMAP)
+    except Exception as error:  # any module torch.func cannot batch
+        why = _describe(error)
+        try:
+            traces = _traces(*args, method=LOOP)
+        except Exception as loop_error:
+            raise ProbeError(
+                f"per-sample gradients failed with vmap ({why}) and with a loop ({_describe(loop_error)})"
+            ) from loop_error
+        log.warning(
+            "noise probe: per-sample gradients of %s cannot be vmapped (%s); the probe falls back to a per-sample "
+            "loop (exact, slower)",
+            type(model).__name__, why,
+        )  # fmt: skip
+        _method_of[model] = LOOP
+    else:
+        _method_of[model] = VMAP
+    return traces
+
+
+def _describe(error: BaseException) -> str:
+    """``Type: first line of the message``."""
+    return f"{type(error).__name__}: {next(iter(str(error).strip().splitlines()), '')}"
+
+
+def _traces(
+    model: nn.Module,
+    loss_fn: LossFn,
+    inputs: Mapping[str, Tensor],
+    labels: Tensor,
+    groups: Mapping[str, Sequence[nn.Parameter]],
+    plan: GradientPlan,
+    chunk_size: int | None,
+    forward_kwargs: Mapping[str, object] | None,
+    method: str,
+) -> dict[str, dict[str, float]]:
+    n = labels.shape[0]
     step = n if not chunk_size or chunk_size <= 0 else int(chunk_size)
     named = dict(model.named_parameters())
     name_of = {id(p): name for name, p in named.items()}
     buffers = {name: b.detach() for name, b in model.named_buffers()}
     kwargs = dict(forward_kwargs or {})
+    batched = _vmapped if method == VMAP else _looped
     traces: dict[str, dict[str, float]] = {}
     was_training = model.training
     model.eval()
@@ -127,7 +234,7 @@ def covariance_traces(
                     values = loss_fn(logits, y.unsqueeze(0))
                     return torch.stack([values[name] for name in members]).sum()
 
-                per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0))
+                per_sample = batched(sample_loss)
                 moments = {g: [_Moments() for _ in names[g]] for g in reached}
                 for start in range(0, n, step):
                     x = {m: t[start : start + step] for m, t in inputs.items()}

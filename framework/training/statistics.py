@@ -18,6 +18,12 @@ samples (model in eval mode; see :mod:`framework.training.noise`)::
 
     grad/G/cov_trace/i    tr Cov of loss i's per-sample gradients on G: mean_s |g_s - mean g|^2
 
+The probe never fails a run: :attr:`GradientStatistics.probe_status` says how it computes the
+per-sample gradients (``vmap``, or ``loop`` where the model cannot be vmapped, e.g. RNN encoders)
+or that it is ``off`` (no probe, or it raised: logged once, then no more traces);
+:meth:`GradientStatistics.check_probe` decides it before training on two probe samples, and the
+caller tags the run with it (:data:`NOISE_PROBE_TAG`).
+
 Per epoch (the metric's step is the epoch), over the steps where statistics were recorded::
 
     grad/G/conflict_rate  fraction of those steps with a conflict
@@ -32,6 +38,7 @@ sends them in batches.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Mapping
@@ -54,9 +61,19 @@ from ..metric_names import (
     grad,
 )
 from ..data.base import MultimodalDataset
+from ..integrators import get_integrator
 from ..models.base import MultimodalModel
-from .noise import LossFn, covariance_trace_metrics, covariance_traces
+from .gradients import GradientEngine
+from .noise import LossFn, covariance_trace_metrics, covariance_traces, probe_method
 from .plan import GradientPlan, GroupDecision
+
+log = logging.getLogger("framework")
+
+NOISE_PROBE_TAG = "framework.noise_probe"
+"""Run tag with the probe's :attr:`GradientStatistics.probe_status` (``vmap``, ``loop`` or ``off``)."""
+PROBE_OFF, PROBE_UNCHECKED = "off", "unchecked"
+CHECK_SAMPLES = 2
+"""Probe samples :meth:`GradientStatistics.check_probe` uses."""
 
 
 @dataclass
@@ -154,6 +171,10 @@ class GradientStatistics:
     ``probe`` is the fixed probe batch (already on the model's device) or ``None`` to disable the
     covariance traces (:meth:`for_training` builds it). Methods return metric mappings; the caller
     logs each mapping in one call.
+
+    ``probe_status``: ``"vmap"`` or ``"loop"`` (:func:`~framework.training.noise.probe_method`)
+    once a probe call succeeded, ``"unchecked"`` before, ``"off"`` without a probe or after a probe
+    call raised (logged once; no more traces for the rest of the run).
     """
 
     def __init__(
@@ -166,6 +187,7 @@ class GradientStatistics:
         self.probe = probe
         self.detach_unimodal = detach_unimodal
         self.epoch = EpochStatistics()
+        self.probe_status = PROBE_UNCHECKED if probe is not None else PROBE_OFF
 
     @classmethod
     def for_training(
@@ -189,7 +211,8 @@ class GradientStatistics:
 
     def wants_noise(self, step: int) -> bool:
         every = self.settings.noise_every
-        return self.probe is not None and bool(every) and bool(self.settings.probe_size) and step % every == 0
+        on = self.probe is not None and self.probe_status != PROBE_OFF
+        return on and bool(every) and bool(self.settings.probe_size) and step % every == 0
 
     def record_step(self, step: int, decisions: list[GroupDecision]) -> dict[str, float]:
         """Observe the step's decisions for the epoch summary; return its step metrics if this step logs."""
@@ -200,21 +223,80 @@ class GradientStatistics:
 
     def noise(self, model: MultimodalModel, plan: GradientPlan, loss_fn: LossFn) -> dict[str, float]:
         """Covariance traces on the probe batch, on the groups and packs of the engine's ``plan``
-        (:attr:`GradientEngine.plan`, known after its first backward); ``{}`` without a probe."""
-        if self.probe is None:
+        (:attr:`GradientEngine.plan`, known after its first backward); ``{}`` without a probe, with
+        the probe off, or when the probe raises (which turns it off)."""
+        if self.probe is None or self.probe_status == PROBE_OFF:
             return {}
+        traces = self._probe(model, plan, loss_fn, *self.probe)
+        return covariance_trace_metrics(traces) if traces is not None else {}
+
+    def check_probe(self, model: MultimodalModel, plan: GradientPlan | None, loss_fn: LossFn) -> str:
+        """Run the probe once on its first :data:`CHECK_SAMPLES` samples (``plan``: the engine's, or
+        ``None`` before training: one found here on those samples, in eval mode) and return
+        :attr:`probe_status`: the probe's path is decided before training, a probe that cannot run
+        is off from the start. Leaves the model, its buffers, ``.grad`` and the RNG untouched."""
+        if self.probe is None or self.probe_status == PROBE_OFF:
+            return self.probe_status
         inputs, labels = self.probe
-        traces = covariance_traces(
-            model,
-            loss_fn,
-            inputs,
-            labels,
-            model.parameter_groups(),
-            plan,
-            chunk_size=self.settings.probe_chunk,
-            forward_kwargs={"detach_unimodal": self.detach_unimodal},
-        )
-        return covariance_trace_metrics(traces)
+        k = min(CHECK_SAMPLES, int(labels.shape[0]))
+        inputs, labels = {m: t[:k] for m, t in inputs.items()}, labels[:k]
+        try:
+            if plan is None:
+                plan = self._plan(model, loss_fn, inputs, labels)
+        except Exception as error:
+            self._turn_off(model, error)
+            return self.probe_status
+        self._probe(model, plan, loss_fn, inputs, labels)
+        return self.probe_status
+
+    def _plan(
+        self, model: MultimodalModel, loss_fn: LossFn, inputs: Mapping[str, Tensor], labels: Tensor
+    ) -> GradientPlan:
+        """Who reaches which group, found as the engine finds it (in eval mode: no buffer updates)."""
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.enable_grad():
+                features = model.encode(dict(inputs))
+                logits = model.classify(features, detach_unimodal=self.detach_unimodal)
+                engine = GradientEngine(model, get_integrator("sum"))
+                return engine.make_plan(features, loss_fn(logits, labels))
+        finally:
+            model.train(was_training)
+
+    def _probe(
+        self,
+        model: MultimodalModel,
+        plan: GradientPlan,
+        loss_fn: LossFn,
+        inputs: Mapping[str, Tensor],
+        labels: Tensor,
+    ) -> dict[str, dict[str, float]] | None:
+        """The traces, or ``None`` after turning the probe off if it raised."""
+        try:
+            traces = covariance_traces(
+                model,
+                loss_fn,
+                inputs,
+                labels,
+                model.parameter_groups(),
+                plan,
+                chunk_size=self.settings.probe_chunk,
+                forward_kwargs={"detach_unimodal": self.detach_unimodal},
+            )
+        except Exception as error:  # a statistic never fails a run
+            self._turn_off(model, error)
+            return None
+        self.probe_status = probe_method(model) or self.probe_status
+        return traces
+
+    def _turn_off(self, model: MultimodalModel, error: Exception) -> None:
+        first_line = next(iter(str(error).strip().splitlines()), "")
+        log.warning(
+            "noise probe: off for the rest of the run (no %s metrics), it failed on %s with %s: %s",
+            "grad/*/cov_trace", type(model).__name__, type(error).__name__, first_line,
+        )  # fmt: skip
+        self.probe_status = PROBE_OFF
 
     def start_epoch(self) -> None:
         self.epoch.reset()
