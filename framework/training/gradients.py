@@ -21,19 +21,29 @@ per-loss gradient, the heads' gradients and the loss values are averaged across 
 bucketed reduction after the pull-backs and before any integration, so that every rank integrates
 the same global per-loss gradients (separate trunks then hold every group's per-loss gradients at
 once). :attr:`GradientEngine.mean_losses` are the losses' means over the ranks.
+
+Without features, each pack of losses is differentiated straight to the groups' parameters (one
+backward pass per pack). A plan is kept per set of loss and feature names: a step with another set
+(a missing modality, a method's sub-step) plans again; the integrators' state is kept per group.
+Gradients are added to ``.grad``, as ``Tensor.backward`` does.
+
+With a ``loss_scale`` (a :class:`torch.amp.GradScaler`'s scale, a device tensor), the losses are
+scaled before any gradient is taken, every per-loss gradient on a shared group is unscaled and
+checked before it is integrated, and the update is scaled back before it is written, so that the
+scaler's own ``step`` unscales and checks ``.grad`` as usual. A group with a non-finite per-loss
+gradient is not integrated: its plain (non-finite) sum is written, so the scaler skips the step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..integrators import Integrator
 from ..integrators._kernels import foreach
-from ..models.base import MultimodalModel
 from .plan import GradientPlan, GroupDecision
 
 if TYPE_CHECKING:
@@ -44,25 +54,40 @@ PerLoss = dict[str, list[Tensor]]
 
 
 class GradientEngine:
-    """Computes and integrates per-loss gradients for a :class:`MultimodalModel`.
+    """Computes and integrates per-loss gradients on named parameter groups.
 
-    :attr:`plan` is found on the first :meth:`backward` (or by :meth:`make_plan`). ``need_decisions``
-    on :meth:`backward` asks for per-loss gradients even where the integrator would not need them
-    (a fixed combination), so that statistics can be recorded on that step.
+    ``groups`` is ``{name: parameters}``, or a model with ``parameter_groups()`` (then ``others``
+    defaults to its other trainable parameters). ``others``: the parameters outside the groups
+    that get the plain summed gradient; ``None`` finds them in the autograd graph when planning.
+    :attr:`plan` is the last step's plan. ``need_decisions`` on :meth:`backward` asks for per-loss
+    gradients even where the integrator would not need them (a fixed combination), so that
+    statistics can be recorded on that step.
     """
 
-    def __init__(self, model: MultimodalModel, integrator: Integrator, reducer: GradientReducer | None = None) -> None:
-        self.model = model
+    def __init__(
+        self,
+        groups: Mapping[str, Sequence[Tensor]] | Any,
+        integrator: Integrator,
+        reducer: GradientReducer | None = None,
+        others: Sequence[Tensor] | None = None,
+    ) -> None:
+        model = groups if hasattr(groups, "parameter_groups") else None
+        source = model.parameter_groups() if model is not None else groups
+        self.groups = {name: list(params) for name, params in source.items() if params}
+        in_groups = {id(p) for params in self.groups.values() for p in params}
+        if others is None and model is not None:
+            others = [p for p in model.parameters() if p.requires_grad and id(p) not in in_groups]
+        self._fixed_others = list(others) if others is not None else None
+        self.head_params: list[Tensor] = self._fixed_others or []
         self.integrator = integrator
         self.reducer = reducer
         self.mean_losses: dict[str, float] | None = None  # with a reducer: the last step's, over the ranks
-        self.groups = {name: params for name, params in model.parameter_groups().items() if params}
-        in_groups = {id(p) for params in self.groups.values() for p in params}
-        self.head_params = [p for p in model.parameters() if p.requires_grad and id(p) not in in_groups]
         self.plan: GradientPlan | None = None
         self._summed_scales: dict[str, float] | None = None
+        self._plans: dict[tuple[Any, ...], tuple[GradientPlan, dict[str, float] | None, list[Tensor]]] = {}
         self._group_integrators: dict[str, Integrator] = {}
         self._pending_states: dict[str, dict] = {}
+        self._loss_scale: Tensor | None = None
 
     def integrator_for(self, group: str) -> Integrator:
         """The integrator of ``group``: the shared one, or the group's own copy (per-group state)."""
@@ -83,24 +108,28 @@ class GradientEngine:
         self._group_integrators = {}
         self._pending_states = dict(state.get("groups", {}))
 
-    def make_plan(self, features: Mapping[str, Tensor], losses: Mapping[str, Tensor]) -> GradientPlan:
+    def make_plan(self, features: Mapping[str, Tensor] | None, losses: Mapping[str, Tensor]) -> GradientPlan:
         """Find which losses reach which groups, and pack losses with disjoint reach."""
         reach_of_loss: dict[str, set[str]] = {}
-        feature_list = list(features.values())
+        feature_list = list(features.values()) if features else []
         flat = [p for params in self.groups.values() for p in params]
         for name, loss in losses.items():
-            cotangents = torch.autograd.grad(loss, feature_list, retain_graph=True, allow_unused=True)
-            active = [(f, c) for f, c in zip(feature_list, cotangents, strict=True) if c is not None]
+            if features:
+                cotangents = torch.autograd.grad(loss, feature_list, retain_graph=True, allow_unused=True)
+                active = [(f, c) for f, c in zip(feature_list, cotangents, strict=True) if c is not None]
+                grads: tuple[Tensor | None, ...] = ()
+                if active:
+                    grads = torch.autograd.grad(
+                        [f for f, _ in active], flat, [c for _, c in active], retain_graph=True, allow_unused=True
+                    )
+            else:
+                grads = torch.autograd.grad(loss, flat, retain_graph=True, allow_unused=True)
             reached: set[str] = set()
-            if active:
-                grads = torch.autograd.grad(
-                    [f for f, _ in active], flat, [c for _, c in active], retain_graph=True, allow_unused=True
-                )
-                position = 0
-                for group, params in self.groups.items():
-                    if any(g is not None for g in grads[position : position + len(params)]):
-                        reached.add(group)
-                    position += len(params)
+            position = 0
+            for group, params in self.groups.items():
+                if any(g is not None for g in grads[position : position + len(params)]):
+                    reached.add(group)
+                position += len(params)
             reach_of_loss[name] = reached
         packs: list[tuple[list[str], set[str]]] = []
         for name in losses:
@@ -115,13 +144,13 @@ class GradientEngine:
             groups=tuple(self.groups),
             reach={group: tuple(n for n in losses if group in reach_of_loss[n]) for group in self.groups},
             packs=tuple(tuple(members) for members, _ in packs),
-            feature_groups=self._feature_groups(features),
+            feature_groups=self._feature_groups(features) if features else None,
         )
 
     def _feature_groups(self, features: Mapping[str, Tensor]) -> dict[str, str] | None:
         """``{feature: group}`` when each feature depends on the parameters of one group only and no
         two features share a group (separate trunks); ``None`` otherwise."""
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        trainable = [p for params in self.groups.values() for p in params] + self.head_params
         group_of = {id(p): g for g, params in self.groups.items() for p in params}
         feature_groups: dict[str, str] = {}
         for name, feature in features.items():
@@ -165,17 +194,51 @@ class GradientEngine:
         for scale, shared in by_scale.items():
             foreach.mul_(shared, scale)
 
+    def _use_plan(self, features: Mapping[str, Tensor] | None, losses: Mapping[str, Tensor]) -> GradientPlan:
+        """The plan of this set of loss and feature names: the one kept, or a new one."""
+        key = (tuple(losses), tuple(features) if features else None)
+        if key not in self._plans:
+            others = self._fixed_others if self._fixed_others is not None else self._leaves(losses)
+            self.head_params = others
+            plan = self.make_plan(features, losses)
+            self._plans[key] = (plan, self._uniform_scales(plan), others)
+        self.plan, self._summed_scales, self.head_params = self._plans[key]
+        return self.plan
+
+    def _leaves(self, losses: Mapping[str, Tensor]) -> list[Tensor]:
+        """The tensors requiring grad that the losses reach, outside the groups, in graph order."""
+        in_groups = {id(p) for params in self.groups.values() for p in params}
+        seen: set[Any] = set()
+        found: dict[int, Tensor] = {}
+        stack = [loss.grad_fn for loss in losses.values() if loss.grad_fn is not None]
+        while stack:
+            node = stack.pop()
+            if node is None or node in seen:
+                continue
+            seen.add(node)
+            variable = getattr(node, "variable", None)
+            if variable is not None and id(variable) not in in_groups:
+                found.setdefault(id(variable), variable)
+            stack.extend(next_node for next_node, _ in node.next_functions)
+        return list(found.values())
+
     def backward(
-        self, features: Mapping[str, Tensor], losses: Mapping[str, Tensor], need_decisions: bool = False
+        self,
+        features: Mapping[str, Tensor] | None,
+        losses: Mapping[str, Tensor],
+        need_decisions: bool = False,
+        loss_scale: Tensor | None = None,
     ) -> list[GroupDecision]:
-        """Set ``.grad`` of every trainable parameter; return the decisions on shared groups."""
-        if self.plan is None:
-            self.plan = self.make_plan(features, losses)
-            self._summed_scales = self._uniform_scales(self.plan)
-        plan = self.plan
+        """Add to ``.grad`` of every parameter the losses reach; return the decisions on shared groups."""
+        plan = self._use_plan(features, losses)
+        if loss_scale is not None:
+            losses = {name: loss * loss_scale for name, loss in losses.items()}
+        self._loss_scale = loss_scale
         if self.summed_step(need_decisions):
             self._summed_backward(losses)
             return []
+        if not features:
+            return self._direct(plan, losses)
         feature_list = list(features.values())
         head_grads: list[Tensor | None] = [None] * len(self.head_params)
         cotangents: list[tuple[Tensor | None, ...]] = []
@@ -186,16 +249,42 @@ class GradientEngine:
             total = torch.stack([losses[n] for n in pack]).sum()
             outputs = torch.autograd.grad(total, feature_list + self.head_params, retain_graph=True, allow_unused=True)
             cotangents.append(outputs[: len(feature_list)])
-            for i, g in enumerate(outputs[len(feature_list) :]):
-                if g is not None:
-                    head_grads[i] = g if head_grads[i] is None else head_grads[i] + g
+            _add_up(head_grads, outputs[len(feature_list) :])
             if not separate:
                 self._pull_back_pack(plan, pack, feature_list, cotangents[-1], per_group, last)
-        _assign(self.head_params, head_grads)
         if separate:
-            return self._per_trunk(plan, features, cotangents, losses)
+            return self._per_trunk(plan, features, cotangents, losses, head_grads)
+        return self._integrate_all(plan, losses, per_group, head_grads)
+
+    def _direct(self, plan: GradientPlan, losses: Mapping[str, Tensor]) -> list[GroupDecision]:
+        """No features: each pack of losses differentiated straight to the groups and the others."""
+        head_grads: list[Tensor | None] = [None] * len(self.head_params)
+        per_group: dict[str, PerLoss] = {}
+        for index, pack in enumerate(plan.packs):
+            groups = plan.groups_reached_by(pack)
+            params = [p for g in groups for p in self.groups[g]]
+            total = torch.stack([losses[n] for n in pack]).sum()
+            last = index == len(plan.packs) - 1
+            grads = torch.autograd.grad(total, params + self.head_params, retain_graph=not last, allow_unused=True)
+            _add_up(head_grads, grads[len(params) :])
+            position = 0
+            for group in groups:
+                group_params = self.groups[group]
+                chunk = grads[position : position + len(group_params)]
+                position += len(group_params)
+                per_group.setdefault(group, {})[plan.loss_of_pack(pack, group)] = _filled(chunk, group_params)
+        return self._integrate_all(plan, losses, per_group, head_grads)
+
+    def _integrate_all(
+        self,
+        plan: GradientPlan,
+        losses: Mapping[str, Tensor],
+        per_group: dict[str, PerLoss],
+        head_grads: list[Tensor | None],
+    ) -> list[GroupDecision]:
         if self.reducer is not None:
-            self._reduce(losses, per_group.values())
+            self._reduce(losses, per_group.values(), head_grads)
+        _accumulate(self.head_params, head_grads)
         decisions: list[GroupDecision] = []
         for group, params in self.groups.items():
             decision = self._integrate(plan, group, params, per_group.get(group, {}))
@@ -228,12 +317,14 @@ class GradientEngine:
             position += len(group_params)
             per_group.setdefault(group, {})[plan.loss_of_pack(pack, group)] = _filled(chunk, group_params)
 
-    def _reduce(self, losses: Mapping[str, Tensor], per_group: Any, params: list[nn.Parameter] | None = None) -> None:
-        """One bucketed reduction: the gradients of ``params`` (default: the heads), every
-        per-loss gradient of ``per_group``, the loss values."""
+    def _reduce(self, losses: Mapping[str, Tensor], per_group: Any, extra: list[Tensor | None]) -> None:
+        """One bucketed reduction: the ``extra`` gradients (the heads'), every per-loss gradient of
+        ``per_group``, the loss values."""
         assert self.reducer is not None
         values = torch.stack([v.detach() for v in losses.values()])
-        tensors = [p.grad for p in (self.head_params if params is None else params) if p.grad is not None]
+        if self._loss_scale is not None:
+            values = values / self._loss_scale
+        tensors = [g for g in extra if g is not None]
         tensors += [g for by_loss in per_group for grads in by_loss.values() for g in grads]
         self.reducer.mean_([*tensors, values])
         self.mean_losses = dict(zip(losses, values.tolist(), strict=True))
@@ -244,11 +335,14 @@ class GradientEngine:
         features: Mapping[str, Tensor],
         cotangents: list[tuple[Tensor | None, ...]],
         losses: Mapping[str, Tensor],
+        head_grads: list[Tensor | None],
     ) -> list[GroupDecision]:
         """Separate trunks: each group's pull-backs back to back, the last one freeing its graph,
         then the group's integration, before the next group (with a reducer: every group's
         pull-backs, one reduction, then the integrations)."""
         assert plan.feature_groups is not None  # only called for separate trunks
+        if self.reducer is None:
+            _accumulate(self.head_params, head_grads)
         done: dict[str, GroupDecision] = {}
         reached: set[str] = set()
         held: dict[str, PerLoss] = {}
@@ -276,45 +370,73 @@ class GradientEngine:
             if decision is not None:
                 done[group] = decision
         if self.reducer is not None:
-            self._reduce(losses, held.values())
+            self._reduce(losses, held.values(), head_grads)
+            _accumulate(self.head_params, head_grads)
             for group, by_loss in held.items():
                 decision = self._integrate(plan, group, self.groups[group], by_loss)
                 if decision is not None:
                     done[group] = decision
-        for group, params in self.groups.items():
-            if group not in reached:
-                _assign(params, [None] * len(params))
         return [done[g] for g in self.groups if g in done]
 
     def _integrate(
-        self, plan: GradientPlan, group: str, params: list[nn.Parameter], by_loss: PerLoss
+        self, plan: GradientPlan, group: str, params: list[Tensor], by_loss: PerLoss
     ) -> GroupDecision | None:
         names = tuple(n for n in plan.reach[group] if n in by_loss)
         if not names:
-            _assign(params, [None] * len(params))
             return None
         if len(names) == 1:
-            _assign(params, by_loss[names[0]])
+            _accumulate(params, by_loss[names[0]])
             return None
-        update, decision = self.integrator_for(group).integrate([by_loss[n] for n in names], inplace=True)
-        _assign(params, update)
+        grads = [by_loss[n] for n in names]
+        scale = self._loss_scale
+        if scale is not None:
+            flat = [g for per_loss in grads for g in per_loss]
+            foreach.mul_(flat, scale.double().reciprocal().to(flat[0].dtype))
+            if not bool(torch.stack([torch.isfinite(g).all() for g in flat]).all()):
+                _accumulate(params, [sum(gs) for gs in zip(*grads, strict=True)])  # the scaler skips the step
+                return None
+        update, decision = self.integrator_for(group).integrate(grads, inplace=True)
+        if scale is not None:
+            foreach.mul_(update, scale.to(update[0].dtype))
+        _accumulate(params, update)
         return GroupDecision(group, names, decision)
 
     def _summed_backward(self, losses: Mapping[str, Tensor]) -> None:
         """One backward of the summed losses (with a reducer: the summed gradient averaged across
         ranks, one reduction); each shared group's gradient times its scale."""
         params = self.head_params + [p for ps in self.groups.values() for p in ps]
-        grads = torch.autograd.grad(torch.stack(list(losses.values())).sum(), params, allow_unused=True)
-        _assign(params, list(grads))
+        grads = list(torch.autograd.grad(torch.stack(list(losses.values())).sum(), params, allow_unused=True))
         if self.reducer is not None:
-            self._reduce(losses, [], params)
-        self.scale_summed()
+            self._reduce(losses, [], grads)
+        position = len(self.head_params)
+        by_scale: dict[float, list[Tensor]] = {}
+        for group, group_params in self.groups.items():
+            scale = (self._summed_scales or {}).get(group, 1.0)
+            chunk = [g for g in grads[position : position + len(group_params)] if g is not None]
+            position += len(group_params)
+            if scale != 1.0:
+                by_scale.setdefault(scale, []).extend(chunk)
+        for scale, shared in by_scale.items():
+            foreach.mul_(shared, scale)
+        _accumulate(params, grads)
 
 
-def _filled(grads: tuple[Tensor | None, ...], params: list[nn.Parameter]) -> list[Tensor]:
+def _filled(grads: Sequence[Tensor | None], params: list[Tensor]) -> list[Tensor]:
     return [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params, strict=True)]
 
 
-def _assign(params: list[nn.Parameter], grads: list[Tensor | None]) -> None:
+def _add_up(total: list[Tensor | None], grads: Sequence[Tensor | None]) -> None:
+    for i, g in enumerate(grads):
+        if g is not None:
+            total[i] = g if total[i] is None else total[i] + g
+
+
+def _accumulate(params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> None:
+    """``.grad += g`` where ``g`` is not ``None``, as ``Tensor.backward`` does."""
     for p, g in zip(params, grads, strict=True):
-        p.grad = g
+        if g is None:
+            continue
+        if p.grad is None:
+            p.grad = g
+        else:
+            p.grad.add_(g)

@@ -30,10 +30,10 @@ from ..methods import Method, StepView
 from ..models.base import MEAN, MultimodalModel
 from ..tracking import RunTracker
 from . import termination
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import rng_state, save_checkpoint, set_rng_state
 from .distributed import DataParallel
 from .gradients import GradientEngine
-from .statistics import GradientStatistics, StatisticsSettings
+from .statistics import NOISE_PROBE_TAG, GradientStatistics, StatisticsSettings
 
 log = logging.getLogger("framework")
 
@@ -115,7 +115,6 @@ class Trainer:
         self.main = parallel is None or parallel.context.is_main  # logs, checkpoints, shows progress
         self.world_size = 1 if parallel is None else parallel.world_size
         self.engine = GradientEngine(model, integrator, reducer=parallel.reducer if parallel else None)
-        self._engines: dict[tuple[str, ...], GradientEngine] = {}
         self.statistics = GradientStatistics.for_training(
             settings.statistics, splits.train, device, detach_unimodal=loss.detach_unimodal
         )
@@ -156,22 +155,13 @@ class Trainer:
         set_rng_state(checkpoint["rng"])
         self.state = TrainingState(**checkpoint["state"])
 
-    def resume(self) -> bool:
-        """Load the checkpoint if there is one; return whether training resumes from it."""
-        if self.checkpoint_path is None:
-            return False
-        checkpoint = load_checkpoint(self.checkpoint_path)
-        if checkpoint is None:
-            return False
-        self.load_state_dict(checkpoint)
-        return True
-
     def save(self) -> None:
         """Write the checkpoint (rank 0 only; every rank reads it on a resume)."""
         if self.checkpoint_path is not None and self.main:
             save_checkpoint(self.state_dict(), self.checkpoint_path)
 
     def fit(self) -> dict[str, float]:
+        self._tag_probe(self.statistics.check_probe(self.model, self.engine.plan, self.loss) if self.main else "")
         if self.state.epoch == 0 and self.state.step == 0:
             self.save()  # the start is resumable too: an interrupted first epoch resumes into the same run
         with termination.deferred():  # a SIGTERM stops at a step boundary, or after a due checkpoint
@@ -199,7 +189,13 @@ class Trainer:
                     self._check_parameters()  # never checkpoint a diverged model
                     self.save()
                 termination.stop_point()
+        self._tag_probe(self.statistics.probe_status)
         return self.results()
+
+    def _tag_probe(self, status: str) -> None:
+        """Tag the run with how the covariance probe runs: vmap, loop (an RNN), or off."""
+        if self.main and self.tracker is not None:
+            self.tracker.set_tags({NOISE_PROBE_TAG: status})
 
     def results(self) -> dict[str, float]:
         out = {
@@ -209,15 +205,6 @@ class Trainer:
         out.update({names.best_test_accuracy(h): v for h, v in self.state.best_test.items()})
         out.update({names.last_test_accuracy(h): v for h, v in self.state.last_test.items()})
         return out
-
-    def engine_for(self, losses: tuple[str, ...]) -> GradientEngine:
-        """The gradient engine of a set of losses: the trainer's own for the first set it meets (its
-        state is checkpointed), one more per other set (a method's sub-steps train other losses)."""
-        if self.engine.plan is None and not self._engines:
-            self._engines[losses] = self.engine
-        if losses not in self._engines:
-            self._engines[losses] = GradientEngine(self.model, self.integrator, reducer=self.engine.reducer)
-        return self._engines[losses]
 
     def train_epoch(self) -> dict[str, float]:
         self.model.train()
@@ -314,7 +301,6 @@ class Trainer:
                 if self.parallel is None and not self._finite(losses.values()):
                     self._nonfinite(step, losses, "loss")
                     return plain
-                engine = self.engine_for(tuple(losses))
                 decisions += engine.backward(features, losses, need_decisions=need)
                 if engine.mean_losses is not None:
                     plain = engine.mean_losses

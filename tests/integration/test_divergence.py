@@ -58,7 +58,7 @@ def inf_grad_at(monkeypatch: pytest.MonkeyPatch, steps: set[int]) -> None:
     def backward(self, *args, **kwargs):
         decisions = original(self, *args, **kwargs)
         if current[0] in steps:
-            grad = next(p.grad for p in self.model.parameters() if p.grad is not None)
+            grad = next(p.grad for ps in self.groups.values() for p in ps if p.grad is not None)
             grad.view(-1)[0] = float("inf")
         return decisions
 

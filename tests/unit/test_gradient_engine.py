@@ -93,6 +93,7 @@ def test_summed_fast_path_equals_per_loss_path(scale):
     model, inputs, labels = make()
     grads = []
     for need in (False, True):
+        model.zero_grad(set_to_none=True)
         engine = GradientEngine(model, get_integrator("sum", scale=scale))
         features = model.encode(inputs)
         engine.backward(features, MultitaskLoss()(model.classify(features), labels), need_decisions=need)
