@@ -57,10 +57,14 @@ BATCH_LIMIT = 1000
 OPEN_ATTEMPTS = 6
 INTERRUPTED_TAG = "interrupted"
 ERROR_TAG = "error"
-# MLflow 3.x's experiment kind (the UI's ExperimentKind enum): model training opens on runs and
-# metric charts; an experiment without the tag opens in the GenAI (traces) view.
+# MLflow 3.x's experiment kind (the UI's ExperimentKind enum; "Machine learning" in its selector).
+# The 3.17 UI does not open an experiment by it: it opens the view of the browser's workflow type
+# (sidebar switch "GenAI" | "Model training", kept in localStorage "mlflow.workflowType_v1", GenAI
+# until switched; the URL's ?workflowType= wins). RUNS_VIEW_QUERY opens the runs table and charts.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+MODEL_TRAINING_KINDS = {EXPERIMENT_KIND, "finetuning", "forecasting", "classification", "regression", "automl"}
+RUNS_VIEW_QUERY = "workflowType=machine_learning"
 SEND_TIMEOUT_S = 10  # one HTTP attempt per send while the server may be gone
 BACKOFF_START_S, BACKOFF_MAX_S = 1.0, 30.0
 # store answers that no retry changes (the rest - connection errors, time-outs, 5xx - are outages)
@@ -150,10 +154,18 @@ def bounded_http(timeout_s: float = SEND_TIMEOUT_S) -> Iterator[None]:
 
 
 def mark_model_training(client: MlflowClient, experiment_id: str) -> None:
-    """Tag the experiment as model training (see ``EXPERIMENT_KIND_TAG``) unless it has a kind."""
+    """Tag the experiment as model training (see ``EXPERIMENT_KIND_TAG``) unless it has a model
+    training kind: one without the tag, or with a GenAI, inferred or unknown kind, gets ours."""
     experiment = client.get_experiment(experiment_id)
-    if EXPERIMENT_KIND_TAG not in experiment.tags:
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) not in MODEL_TRAINING_KINDS:
         client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+
+
+def runs_view_url(tracking_uri: str, experiment_id: str) -> str:
+    """The UI address of the experiment's runs table (and its charts) in the model training view;
+    for a store with no server, the address ``mlflow ui`` (port 5000) serves it at."""
+    base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}/runs?{RUNS_VIEW_QUERY}"
 
 
 def held_steps(client: MlflowClient, run_id: str) -> dict[str, set[int]]:
@@ -411,7 +423,8 @@ class RunTracker:
 
     @property
     def url_hint(self) -> str:
-        return f"experiment {self.experiment_id}, run {self.run_id} in {self.tracking_uri}"
+        runs = runs_view_url(self.tracking_uri, self.experiment_id)
+        return f"experiment {self.experiment_id}, run {self.run_id} in {self.tracking_uri}, runs and charts at {runs}"
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,17 @@
-"""The MLflow UI in a real browser: a finished smoke run shows its conflict metrics as drawn
-charts and its end-of-run figure renders.
+"""The MLflow UI in a real browser: two finished smoke runs open on the experiment's runs table
+(not MLflow 3's GenAI overview), its chart view draws their conflict metrics, the run page draws
+them too, and the end-of-run figure renders.
+
+MLflow 3.17's UI opens an experiment in the browser's workflow type (sidebar switch "GenAI" |
+"Model training", in localStorage, GenAI until switched; ``?workflowType=`` in the URL wins), not
+by the experiment's ``mlflow.experimentKind`` tag: a fresh browser lands on the GenAI overview
+from the experiment's bare URL. The link the framework prints at the end of a run
+(:func:`framework.tracking.runs_view_url`) carries ``workflowType=machine_learning``.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` and the pinned selenium
 (``scripts/browser_up.sh`` installs them); skips without them, fails instead under
-``FRAMEWORK_REQUIRE_BROWSER=1``. ``FRAMEWORK_UI_SCREENSHOT=PATH`` saves the run's chart page.
+``FRAMEWORK_REQUIRE_BROWSER=1``. ``FRAMEWORK_UI_SCREENSHOTS=DIR`` saves the pages as
+``mlflow_ui_experiment.png`` (runs table), ``mlflow_ui_charts.png`` and ``mlflow_ui_run.png``.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ from pathlib import Path
 
 import pytest
 from tests.ports import free_port
+
+from framework.tracking import runs_view_url
 
 ROOT = Path(__file__).resolve().parents[2]
 MLFLOW = Path(sys.executable).with_name("mlflow")
@@ -77,32 +87,39 @@ def finished_run(tmp_path_factory):
             except OSError:
                 assert server.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
                 time.sleep(0.25)
-        env = {**os.environ, "MLFLOW_TRACKING_URI": url, "FRAMEWORK_CHECKPOINT_DIR": str(tmp_path / "checkpoints")}
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "framework.main",
-                "experiment=smoke",
-                "trainer.epochs=3",
-                "trainer.progress=false",
-                f"hydra.run.dir={tmp_path}/out",
-            ],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert result.returncode == 0, result.stderr
+        outputs = []
+        for seed in (0, 1):
+            env = {**os.environ, "MLFLOW_TRACKING_URI": url, "FRAMEWORK_CHECKPOINT_DIR": str(tmp_path / f"ckpt{seed}")}
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "framework.main",
+                    "experiment=smoke",
+                    "trainer.epochs=3",
+                    "trainer.progress=false",
+                    f"seed={seed}",
+                    f"hydra.run.dir={tmp_path}/out{seed}",
+                ],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            assert result.returncode == 0, result.stderr
+            outputs.append(result.stdout + result.stderr)
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(url)
         experiment = client.get_experiment_by_name("smoke")
-        [run] = client.search_runs([experiment.experiment_id])
-        assert run.info.status == "FINISHED"
+        runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+        assert [run.info.status for run in runs] == ["FINISHED", "FINISHED"]
         assert experiment.tags.get("mlflow.experimentKind") == "custom_model_development"
-        yield url, experiment.experiment_id, run.info.run_id
+        # the end of a run prints the link that opens the runs table
+        link = runs_view_url(url, experiment.experiment_id)
+        assert all(link in output for output in outputs), outputs[-1][-2000:]
+        yield url, experiment.experiment_id, runs[0].info.run_id
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -148,6 +165,121 @@ return found;
 """
 
 
+RUN_NAMES = ("mmpareto-seed0", "mmpareto-seed1")
+GENAI_TEXTS = ("Detect Issues", "Token Usage", "Tokens per Trace", "Latency")
+
+
+def screenshot(driver, name: str) -> None:
+    """Save the page under ``$FRAMEWORK_UI_SCREENSHOTS`` once every plot and image has settled."""
+    folder = os.environ.get("FRAMEWORK_UI_SCREENSHOTS")
+    if not folder:
+        return
+    from selenium.webdriver.common.by import By
+
+    for close in driver.find_elements(By.CSS_SELECTOR, "[data-component-id='mlflow.assistant.chat_panel.close']"):
+        close.click()  # the assistant's side panel covers a third of the page
+    size = driver.get_window_size()
+    driver.set_window_size(1500, 1000)  # a screen's height, not the test's tall window
+    settled = "return document.readyState === 'complete' && !document.querySelector('.ant-skeleton, [class*=spinner]')"
+    wait(driver, lambda d: d.execute_script(settled), timeout=30, message="the page did not settle")
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(Path(folder) / name))
+    driver.set_window_size(size["width"], size["height"])
+
+
+def fresh(driver, url: str) -> None:
+    """A browser as a first-time user has it: no workflow type chosen (MLflow's default: GenAI)."""
+    driver.get(f"{url}/health")
+    driver.execute_script("window.localStorage.clear(); window.sessionStorage.clear();")
+
+
+def body(driver) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.TAG_NAME, "body").text
+
+
+def runs_table(driver) -> bool:
+    """The experiment's runs table shows both runs, in the model training view."""
+    url = driver.current_url
+    return "/runs" in url and "workflowType=genai" not in url and all(name in body(driver) for name in RUN_NAMES)
+
+
+def assert_no_genai_view(driver) -> None:
+    from selenium.webdriver.common.by import By
+
+    url = driver.current_url
+    assert "workflowType=genai" not in url and "/overview" not in url and "/traces" not in url, url
+    text = body(driver)
+    assert not [t for t in GENAI_TEXTS if t in text], text[:2000]
+    assert not driver.find_elements(By.CSS_SELECTOR, "[data-component-id^='mlflow.detect_issues']")
+
+
+def test_the_printed_link_opens_the_runs_table_and_its_charts(finished_run, browser):
+    from selenium.webdriver.common.by import By
+
+    url, experiment_id, _ = finished_run
+    fresh(browser, url)
+    browser.get(runs_view_url(url, experiment_id))
+    wait(browser, runs_table, message="the runs table with both runs did not show")
+    assert "workflowType=machine_learning" in browser.current_url
+    assert_no_genai_view(browser)
+    screenshot(browser, "mlflow_ui_experiment.png")
+
+    # the chart view, as a user gets to it: the "chart" toggle above the runs, then the chart search
+    browser.find_element(By.CSS_SELECTOR, "input[value='CHART']").find_element(By.XPATH, "ancestor::label[1]").click()
+    wait(browser, lambda d: "compareRunsMode=CHART" in d.current_url, message="the chart view did not open")
+    wanted = ["grad/encoder.strong/cos/multimodal.strong", "grad/encoder.weak/cos/multimodal.weak"]
+
+    def drawn(driver):
+        search = driver.find_elements(By.CSS_SELECTOR, "input[placeholder='Search metric charts']")
+        if not search:
+            return False
+        if search[0].get_attribute("value") != "/cos/":
+            search[0].clear()
+            search[0].send_keys("/cos/")
+        titles = driver.execute_script(DRAWN_CHARTS)
+        return titles if all(name in body(driver) for name in wanted) and len(titles) >= 2 else False
+
+    titles = wait(browser, drawn, message="no drawn charts of the gradient cosines")
+    assert len(titles) >= 2, titles
+    assert all(name in body(browser) for name in RUN_NAMES)  # the runs' legend beside the charts
+    assert_no_genai_view(browser)
+    screenshot(browser, "mlflow_ui_charts.png")
+
+
+def test_the_experiments_list_opens_the_experiment_on_its_runs(finished_run, browser):
+    from selenium.webdriver.common.by import By
+
+    url, experiment_id, _ = finished_run
+    experiment_link = f"a[href$='#/experiments/{experiment_id}']"
+    # MLflow 3.17.2 ignores the experiment's kind tag: a first-time browser gets the GenAI overview
+    # from the experiment's bare URL. If this changes with a new MLflow, the printed link and the
+    # README's "switch to Model training" step can go.
+    fresh(browser, url)
+    browser.get(f"{url}/#/experiments/{experiment_id}")
+    wait(browser, lambda d: "workflowType=genai" in d.current_url, message="MLflow now honours the kind tag")
+    # the user's way: the experiments list, the sidebar's "Model training" switch (kept in the
+    # browser), then a click on the experiment's name
+    fresh(browser, url)
+    browser.get(f"{url}/#/experiments")
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, experiment_link), message="no experiment in the list")
+    switch = "//aside//*[normalize-space(text())='Model training']"  # the sidebar's GenAI | Model training
+    browser.find_element(By.XPATH, switch).click()
+    wait(
+        browser,
+        lambda d: d.execute_script("return localStorage.getItem('mlflow.workflowType_v1')") == '"machine_learning"',
+    )
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, experiment_link), message="no experiment in the list")
+    browser.find_element(By.CSS_SELECTOR, experiment_link).click()
+    wait(browser, runs_table, message="clicking the experiment did not open its runs table")
+    assert_no_genai_view(browser)
+    # and from then on the experiment's own URL opens the runs table too
+    browser.get(f"{url}/#/experiments/{experiment_id}")
+    wait(browser, runs_table, message="the experiment's URL did not open its runs table")
+    assert_no_genai_view(browser)
+
+
 def test_the_run_page_draws_the_conflict_metrics(finished_run, browser):
     from selenium.webdriver.common.by import By
 
@@ -166,13 +298,9 @@ def test_the_run_page_draws_the_conflict_metrics(finished_run, browser):
         return titles if all(name in text for name in wanted) and len(titles) >= 2 else False
 
     titles = wait(browser, drawn, message="no drawn charts of the conflict metrics")
-    assert titles
     loading = browser.find_elements(By.CSS_SELECTOR, "[data-testid*='skeleton'], .ant-skeleton")
-    screenshot = os.environ.get("FRAMEWORK_UI_SCREENSHOT")
-    if screenshot:
-        time.sleep(2)
-        browser.save_screenshot(screenshot)
     assert len(titles) >= 2, (titles, len(loading))
+    screenshot(browser, "mlflow_ui_run.png")
 
 
 def test_the_end_of_run_figure_renders(finished_run, browser):
