@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,6 +167,7 @@ class Trainer:
             self.save()  # the start is resumable too: an interrupted first epoch resumes into the same run
         with termination.deferred():  # a SIGTERM stops at a step boundary, or after a due checkpoint
             while self.state.epoch < self.settings.epochs:
+                started = time.perf_counter()
                 train_metrics = self.train_epoch()
                 if self.parallel is not None:
                     self.parallel.sync_buffers()  # every rank evaluates (and rank 0 saves) rank 0's buffers
@@ -183,6 +185,8 @@ class Trainer:
                     self.scheduler.step()
                 self.state.epoch += 1
                 self._log(metrics, epoch)
+                if self.main:
+                    log.info(self._epoch_line(epoch, train_metrics, val, time.perf_counter() - started))
                 if self.tracker:
                     self.tracker.flush()
                 if self.state.epoch % self.settings.checkpoint_every == 0 or self.state.epoch == self.settings.epochs:
@@ -196,6 +200,17 @@ class Trainer:
         """Tag the run with how the covariance probe runs: vmap, loop (an RNN), or off."""
         if self.main and self.tracker is not None:
             self.tracker.set_tags({NOISE_PROBE_TAG: status})
+
+    def _epoch_line(self, epoch: int, train: dict[str, float], val: dict[str, float], seconds: float) -> str:
+        """One console line: the epoch's train losses, validation accuracy, conflict rate per group."""
+        prefix = names.train_loss("")
+        losses = " ".join(f"{key[len(prefix) :]} {value:.3f}" for key, value in train.items() if key.startswith(prefix))
+        suffix = f"/{names.CONFLICT_RATE}"
+        conflicts = " ".join(
+            f"{key[len('grad/') : -len(suffix)]} {value:.2f}" for key, value in train.items() if key.endswith(suffix)
+        )
+        line = f"epoch {epoch + 1}/{self.settings.epochs}  loss {losses}  val acc {val[self.selection]:.4f}"
+        return line + (f"  conflict rate {conflicts}" if conflicts else "") + f"  ({seconds:.1f} s)"
 
     def results(self) -> dict[str, float]:
         out = {
