@@ -44,7 +44,7 @@ from torch import Tensor
 
 from ..integrators import Integrator
 from ..integrators._kernels import foreach
-from .plan import GradientPlan, GroupDecision
+from .plan import GradientPlan, GroupDecision, leaf_tensors, make_plan
 
 if TYPE_CHECKING:
     from .distributed import GradientReducer
@@ -110,62 +110,7 @@ class GradientEngine:
 
     def make_plan(self, features: Mapping[str, Tensor] | None, losses: Mapping[str, Tensor]) -> GradientPlan:
         """Find which losses reach which groups, and pack losses with disjoint reach."""
-        reach_of_loss: dict[str, set[str]] = {}
-        feature_list = list(features.values()) if features else []
-        flat = [p for params in self.groups.values() for p in params]
-        for name, loss in losses.items():
-            if features:
-                cotangents = torch.autograd.grad(loss, feature_list, retain_graph=True, allow_unused=True)
-                active = [(f, c) for f, c in zip(feature_list, cotangents, strict=True) if c is not None]
-                grads: tuple[Tensor | None, ...] = ()
-                if active:
-                    grads = torch.autograd.grad(
-                        [f for f, _ in active], flat, [c for _, c in active], retain_graph=True, allow_unused=True
-                    )
-            else:
-                grads = torch.autograd.grad(loss, flat, retain_graph=True, allow_unused=True)
-            reached: set[str] = set()
-            position = 0
-            for group, params in self.groups.items():
-                if any(g is not None for g in grads[position : position + len(params)]):
-                    reached.add(group)
-                position += len(params)
-            reach_of_loss[name] = reached
-        packs: list[tuple[list[str], set[str]]] = []
-        for name in losses:
-            for members, covered in packs:
-                if not covered & reach_of_loss[name]:
-                    members.append(name)
-                    covered |= reach_of_loss[name]
-                    break
-            else:
-                packs.append(([name], set(reach_of_loss[name])))
-        return GradientPlan(
-            groups=tuple(self.groups),
-            reach={group: tuple(n for n in losses if group in reach_of_loss[n]) for group in self.groups},
-            packs=tuple(tuple(members) for members, _ in packs),
-            feature_groups=self._feature_groups(features) if features else None,
-        )
-
-    def _feature_groups(self, features: Mapping[str, Tensor]) -> dict[str, str] | None:
-        """``{feature: group}`` when each feature depends on the parameters of one group only and no
-        two features share a group (separate trunks); ``None`` otherwise."""
-        trainable = [p for params in self.groups.values() for p in params] + self.head_params
-        group_of = {id(p): g for g, params in self.groups.items() for p in params}
-        feature_groups: dict[str, str] = {}
-        for name, feature in features.items():
-            if not feature.requires_grad:
-                continue
-            grads = torch.autograd.grad(
-                feature, trainable, torch.ones_like(feature), retain_graph=True, allow_unused=True
-            )
-            reached = {group_of.get(id(p)) for p, g in zip(trainable, grads, strict=True) if g is not None}
-            if len(reached) != 1 or None in reached:
-                return None
-            feature_groups[name] = reached.pop()  # type: ignore[assignment]
-        if len(set(feature_groups.values())) != len(feature_groups):
-            return None
-        return feature_groups
+        return make_plan(self.groups, self.head_params, features, losses)
 
     def _uniform_scales(self, plan: GradientPlan) -> dict[str, float] | None:
         """``{shared group: c}`` when the integrator's update there is ``c * sum_i g_i`` on every
@@ -198,29 +143,12 @@ class GradientEngine:
         """The plan of this set of loss and feature names: the one kept, or a new one."""
         key = (tuple(losses), tuple(features) if features else None)
         if key not in self._plans:
-            others = self._fixed_others if self._fixed_others is not None else self._leaves(losses)
+            others = self._fixed_others if self._fixed_others is not None else leaf_tensors(self.groups, losses)
             self.head_params = others
             plan = self.make_plan(features, losses)
             self._plans[key] = (plan, self._uniform_scales(plan), others)
         self.plan, self._summed_scales, self.head_params = self._plans[key]
         return self.plan
-
-    def _leaves(self, losses: Mapping[str, Tensor]) -> list[Tensor]:
-        """The tensors requiring grad that the losses reach, outside the groups, in graph order."""
-        in_groups = {id(p) for params in self.groups.values() for p in params}
-        seen: set[Any] = set()
-        found: dict[int, Tensor] = {}
-        stack = [loss.grad_fn for loss in losses.values() if loss.grad_fn is not None]
-        while stack:
-            node = stack.pop()
-            if node is None or node in seen:
-                continue
-            seen.add(node)
-            variable = getattr(node, "variable", None)
-            if variable is not None and id(variable) not in in_groups:
-                found.setdefault(id(variable), variable)
-            stack.extend(next_node for next_node, _ in node.next_functions)
-        return list(found.values())
 
     def backward(
         self,
