@@ -39,6 +39,9 @@ warnings.filterwarnings("ignore", message=r"Class `\w+` subclasses `Dict`", cate
 ON_NONFINITE = ("stop", "skip_step")
 """``trainer.on_nonfinite``: what a step with a non-finite loss or gradient does."""
 
+PRECISIONS = ("32", "bf16", "16")
+"""``trainer.precision``: float32, bfloat16 autocast, float16 autocast with loss scaling."""
+
 
 @dataclass
 class StatisticsSchema(Dict[str, Any]):
@@ -59,6 +62,7 @@ class TrainerSchema(Dict[str, Any]):
     checkpoint_every: int = 1
     progress: Optional[bool] = None
     on_nonfinite: str = "stop"
+    precision: str = "32"
     statistics: StatisticsSchema = field(default_factory=StatisticsSchema)
 
 

@@ -41,6 +41,8 @@ MEAN = "mean"  # the mean accuracy over a model's heads (multi-task models selec
 LR = "lr"
 BEST_EPOCH = "best/epoch"
 SKIPPED_STEPS = "train/skipped_steps"
+OVERFLOW_STEPS = "train/overflow_steps"  # steps the fp16 gradient scaler skipped (trainer.precision=16)
+LOSS_SCALE = "train/loss_scale"  # the fp16 gradient scaler's scale at the end of the epoch
 GRAD_PREFIX = "grad/"
 
 # per-loss kinds under grad/G/<kind>/<loss>, and per-group kinds under grad/G/<kind>

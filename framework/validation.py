@@ -31,6 +31,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .config import DEFAULT_TRUSTED_TARGETS, FRAMEWORK_KEYS, REQUIRED_TRUSTED_TARGET, trusted_targets
 from .config_schema import (
+    PRECISIONS,
     ON_NONFINITE,
     CheckpointSchema,
     DistributedSchema,
@@ -196,6 +197,9 @@ def check_trainer(trainer: DictConfig) -> None:
     choice = trainer.get("on_nonfinite", "stop")
     if choice not in ON_NONFINITE:
         raise fail("trainer.on_nonfinite", choice, f"valid values: {' | '.join(ON_NONFINITE)}")
+    precision = str(trainer.get("precision", "32"))
+    if precision not in PRECISIONS:
+        raise fail("trainer.precision", trainer.get("precision"), f"valid values: {' | '.join(PRECISIONS)}")
     statistics = trainer.statistics
     for key in ("log_every", "noise_every", "probe_size", "probe_seed"):
         _int(statistics, key, "trainer.statistics.", 0)

@@ -34,6 +34,7 @@ from . import termination
 from .checkpoint import rng_state, save_checkpoint, set_rng_state
 from .distributed import DataParallel
 from .gradients import GradientEngine
+from .precision import Precision
 from .statistics import NOISE_PROBE_TAG, GradientStatistics, StatisticsSettings
 
 log = logging.getLogger("framework")
@@ -41,7 +42,7 @@ log = logging.getLogger("framework")
 
 @dataclass
 class TrainerSettings:
-    epochs: int = 10
+    epochs: int = 8
     batch_size: int = 64
     eval_batch_size: int = 512
     num_workers: int = 0
@@ -49,9 +50,11 @@ class TrainerSettings:
     checkpoint_every: int = 1
     progress: bool | None = None
     on_nonfinite: str = "stop"  # a non-finite loss or gradient: stop (NonFiniteError) | skip_step
+    precision: str = "32"  # 32 | bf16 | 16 (framework/training/precision.py)
     statistics: StatisticsSettings = field(default_factory=StatisticsSettings)
 
     def __post_init__(self) -> None:
+        self.precision = str(self.precision)
         if not isinstance(self.statistics, StatisticsSettings):
             self.statistics = StatisticsSettings(**dict(self.statistics))
         if self.on_nonfinite not in ON_NONFINITE:
@@ -116,6 +119,7 @@ class Trainer:
         self.main = parallel is None or parallel.context.is_main  # logs, checkpoints, shows progress
         self.world_size = 1 if parallel is None else parallel.world_size
         self.engine = GradientEngine(model, integrator, reducer=parallel.reducer if parallel else None)
+        self.precision = Precision(settings.precision, device)
         self.statistics = GradientStatistics.for_training(
             settings.statistics, splits.train, device, detach_unimodal=loss.detach_unimodal
         )
@@ -124,6 +128,7 @@ class Trainer:
         self.heads = list(model.heads)
         self.selection = model.selection_head
         self.skipped_steps = 0  # steps of the current epoch skipped for non-finite values (skip_step)
+        self.overflow_steps = 0  # steps of the current epoch the fp16 gradient scaler skipped
         self._skipped = False  # whether the last train_step was skipped
         if self.main and settings.batch_size > len(splits.train):
             log.warning(
@@ -138,6 +143,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "integrator": self.engine.state_dict(),
+            "precision": self.precision.state_dict(),
             "method": self.method.state_dict(),
             "shuffle": self.shuffle.get_state(),
             "rng": rng_state(),
@@ -151,6 +157,7 @@ class Trainer:
         if self.scheduler is not None and checkpoint["scheduler"] is not None:
             self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.engine.load_state_dict(checkpoint["integrator"])
+        self.precision.load_state_dict(checkpoint.get("precision") or {})
         self.method.load_state_dict(checkpoint.get("method") or {})
         self.shuffle.set_state(checkpoint["shuffle"])
         set_rng_state(checkpoint["rng"])
@@ -232,7 +239,7 @@ class Trainer:
             total = min(total, self.settings.max_steps_per_epoch)
         sums: dict[str, float] = defaultdict(float)
         count = 0
-        self.skipped_steps = 0
+        self.skipped_steps = self.overflow_steps = 0
         batches = self._train_batches(dataset)
         show = self.main and (sys.stderr.isatty() if self.settings.progress is None else self.settings.progress)
         bar = tqdm(total=total, desc=f"epoch {self.state.epoch}", disable=not show, leave=False)
@@ -255,6 +262,9 @@ class Trainer:
         bar.close()
         metrics = {names.train_loss(objective): value / max(count, 1) for objective, value in sums.items()}
         metrics.update(self.statistics.epoch_summary())
+        if self.precision.scaler is not None:
+            metrics[names.OVERFLOW_STEPS] = float(self.overflow_steps)
+            metrics[names.LOSS_SCALE] = self.precision.scaler.get_scale()
         if self.settings.on_nonfinite == "skip_step":
             metrics[names.SKIPPED_STEPS] = float(self.skipped_steps)
             if total and self.skipped_steps >= total:  # nothing left to skip to: the run diverged
@@ -302,32 +312,36 @@ class Trainer:
         decisions = []
         engine = self.engine
         for phase in self.method.phases(self.state.epoch):
-            if self.parallel is not None and engine.summed_step(need):  # DDP: one all-reduce
+            if self.parallel is not None and engine.summed_step(need) and self.precision.name == "32":  # DDP
                 plain = self.parallel.summed_step(inputs, labels, self.loss, self.loss.detach_unimodal)
                 engine.scale_summed()
             else:
-                features, logits = self.method.forward(self.model, inputs, phase, self.loss.detach_unimodal)
-                view = StepView(self.model, features, logits, labels, self.state.epoch, step, index, total, phase)
-                logits = self.method.training_logits(view)
-                losses = self.loss(logits, labels)
+                with self.precision.autocast():
+                    features, logits = self.method.forward(self.model, inputs, phase, self.loss.detach_unimodal)
+                    view = StepView(self.model, features, logits, labels, self.state.epoch, step, index, total, phase)
+                    logits = self.method.training_logits(view)
+                    losses = self.loss(logits, labels)
                 if plain is None:
                     plain = {name: float(value.detach()) for name, value in losses.items()}
                 losses = self.method.losses(view, losses)
-                if self.parallel is None and not self._finite(losses.values()):
+                scaled = self.precision.scaler is not None  # the scaler skips non-finite steps itself
+                if self.parallel is None and not scaled and not self._finite(losses.values()):
                     self._nonfinite(step, losses, "loss")
                     return plain
-                decisions += engine.backward(features, losses, need_decisions=need)
+                decisions += engine.backward(features, losses, need, self.precision.loss_scale())
                 if engine.mean_losses is not None:
                     plain = engine.mean_losses
                 view.groups = engine.groups
+                self.precision.unscale_(self.optimizer)
                 self.method.after_backward(view)
             if self.parallel is not None and not all(math.isfinite(v) for v in plain.values()):
                 self._nonfinite(step, plain, "loss")
                 return plain
-            if not self._finite(p.grad for p in self.model.parameters() if p.grad is not None):
+            if not scaled and not self._finite(p.grad for p in self.model.parameters() if p.grad is not None):
                 self._nonfinite(step, plain, "gradient")
                 return plain
-            self.optimizer.step()
+            if not self.precision.step(self.optimizer):
+                self.overflow_steps += 1
             self.optimizer.zero_grad(set_to_none=True)
         metrics = self.statistics.record_step(step, decisions)
         if need:
@@ -368,7 +382,8 @@ class Trainer:
         seen = 0
         for inputs, labels in self._eval_batches(dataset):
             inputs, labels = _to(inputs, labels, self.device)
-            outputs = self.method.predict(self.model(inputs))
+            with self.precision.autocast():
+                outputs = self.method.predict(self.model(inputs))
             targets = head_labels(labels, tuple(outputs))
             for head, logits in outputs.items():
                 correct[head] += int((logits.argmax(dim=1) == targets[head]).sum())
