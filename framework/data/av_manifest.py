@@ -43,7 +43,8 @@ from torch import Tensor
 
 from .audio import SpectrogramSettings, fit_shape, load_spectrogram
 from .base import ON_CORRUPT, CorruptSampleError, DatasetSpec, SkipCounter, SkippingDataset, Splits
-from .images import AUGMENTATIONS, list_images, load_image
+from .frame_cache import FrameCache, frame_cache
+from .images import AUGMENTATIONS, list_images, load_image, transform_image
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +132,10 @@ class AVManifestDataset(SkippingDataset):
         spectrogram: SpectrogramSettings,
         on_corrupt: str,
         augment: str,
+        frames: FrameCache | None = None,
     ) -> None:
         self.name, self.clips, self.spec, self.train = name, clips, spec, train
+        self.frames = frames
         self.layout, self.num_frames, self.image_size = layout, num_frames, image_size
         self.spectrogram, self.on_corrupt, self.augment = spectrogram, on_corrupt, augment
         self.counter = SkipCounter(len(clips), list(skipped))
@@ -143,6 +146,12 @@ class AVManifestDataset(SkippingDataset):
 
     def sample_id(self, index: int) -> str:
         return self.clips[index].clip_id
+
+    def reachable_frames(self, count: int) -> list[int]:
+        """Every frame index :meth:`frame_indices` may return for a clip of ``count`` frames."""
+        seg = max(1, count // self.num_frames)
+        offsets = range(seg) if self.train else [max(seg // 2 - 1, 0)]
+        return sorted({min(i * seg + o, count - 1) for i in range(self.num_frames) for o in offsets})
 
     def frame_indices(self, count: int) -> list[int]:
         """The reference's sampling: ``num_frames`` segments of ``seg = count // num_frames`` frames;
@@ -171,11 +180,27 @@ class AVManifestDataset(SkippingDataset):
         clip = self.clips[index]
         audio = self.load_audio(clip)
         augment = self.augment if self.train else "none"
-        frames = [
-            load_image(os.path.join(clip.frames_dir, clip.frames[i]), self.image_size, augment)
-            for i in self.frame_indices(len(clip.frames))
-        ]
+        frames = [self.load_frame(index, clip, i, augment) for i in self.frame_indices(len(clip.frames))]
         return {"audio": audio, "visual": torch.stack(frames)}, clip.label
+
+    def load_frame(self, index: int, clip: Clip, frame: int, augment: str) -> Tensor:
+        """Frame ``frame`` of sample ``index``: from the frame cache when there is one (the same
+        tensor, the same random draws), else decoded from its file."""
+        cached = self.frames.image(index, frame) if self.frames is not None else None
+        if cached is None:
+            return load_image(os.path.join(clip.frames_dir, clip.frames[frame]), self.image_size, augment)
+        return transform_image(cached, self.image_size, augment)
+
+    def cache_frames(self, directory: str | Path, max_side: int | None = None) -> None:
+        """Decode this split's frames (those it may sample) once into a cache under ``directory``
+        (:mod:`framework.data.frame_cache`), or open the one already there."""
+        stored = "full" if self.train and self.augment == "crop_flip" else "resized"
+        frames = [
+            (c, f, os.path.join(clip.frames_dir, clip.frames[f]))
+            for c, clip in enumerate(self.clips)
+            for f in self.reachable_frames(len(clip.frames))
+        ]
+        self.frames = frame_cache(directory, self.name, frames, stored, self.image_size, max_side)
 
 
 def load_preprocessed(path: str | Path) -> Tensor:
@@ -316,8 +341,15 @@ def av_manifest_splits(
     split_seed: int = 0,
     on_corrupt: str = "skip",
     augment: str = "crop_flip",
+    frame_cache: str | Path | None = None,
+    frame_cache_size: int | None = None,
 ) -> Splits:
-    """Index ``train.csv`` / ``val.csv`` / ``test.csv`` under ``root`` into train, val and test splits."""
+    """Index ``train.csv`` / ``val.csv`` / ``test.csv`` under ``root`` into train, val and test splits.
+
+    ``frame_cache``: a folder where each split's frames are decoded once and kept
+    (:mod:`framework.data.frame_cache`; ``None``: decode every time); ``frame_cache_size``: store
+    training frames (``crop_flip``) downscaled to this shorter side (``None``: full resolution, the
+    only bit-identical choice)."""
     if on_corrupt not in ON_CORRUPT:
         raise ValueError(f"{name}: unknown on_corrupt {on_corrupt!r}; valid choices: {', '.join(ON_CORRUPT)}")
     if augment not in AUGMENTATIONS:
@@ -363,7 +395,7 @@ def av_manifest_splits(
 
     def make(split: str, train: bool) -> AVManifestDataset:
         clips, skipped = indexed[split]
-        return AVManifestDataset(
+        dataset = AVManifestDataset(
             f"{name}/{split}",
             clips,
             skipped,
@@ -376,6 +408,9 @@ def av_manifest_splits(
             on_corrupt,
             augment,
         )
+        if frame_cache is not None:
+            dataset.cache_frames(frame_cache, frame_cache_size)
+        return dataset
 
     return Splits(train=make("train", True), val=make("val", False), test=make("test", False))
 

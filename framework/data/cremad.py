@@ -48,6 +48,8 @@ def cremad_splits(
     split_seed: int = 0,
     on_corrupt: str = "skip",
     augment: str = "crop_flip",
+    frame_cache: str | Path | None = None,
+    frame_cache_size: int | None = None,
 ) -> Splits:
     """Train / val (held out of train.csv unless val.csv exists) / test splits of CREMA-D."""
     return av_manifest_splits(
@@ -64,4 +66,6 @@ def cremad_splits(
         split_seed=split_seed,
         on_corrupt=on_corrupt,
         augment=augment,
+        frame_cache=frame_cache,
+        frame_cache_size=frame_cache_size,
     )

@@ -84,6 +84,12 @@ def load_image(path: str | Path, size: int, augment: str = "none", normalize: bo
     ``augment``: ``crop_flip`` (the reference's training transform: random resized crop, random
     horizontal flip), ``flip`` (resize, random horizontal flip) or ``none`` (resize: evaluation).
     """
+    return transform_image(decode_image(path, size, augment), size, augment, normalize)
+
+
+def decode_image(path: str | Path, size: int, augment: str = "none") -> Image.Image:
+    """The RGB image :func:`load_image` transforms: at full resolution for ``crop_flip``, else
+    decoded at a reduced scale where the JPEG is much larger than ``size`` (not yet resized)."""
     if augment not in AUGMENTATIONS:
         raise ValueError(f"unknown augment {augment!r}; valid choices: {', '.join(AUGMENTATIONS)}")
     try:
@@ -91,9 +97,15 @@ def load_image(path: str | Path, size: int, augment: str = "none", normalize: bo
             if augment != "crop_flip":
                 raw.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when much larger
             raw.load()
-            img = raw.convert("RGB")
+            return raw.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{path}: cannot decode image ({exc})") from exc
+
+
+def transform_image(img: Image.Image, size: int, augment: str = "none", normalize: bool = True) -> Tensor:
+    """:func:`load_image` after decoding: random resized crop (``crop_flip``), resize to
+    ``size x size`` (a copy when already that size), random flip (``flip``, ``crop_flip``),
+    then to a tensor. Randomness from torch's global generator."""
     if augment == "crop_flip":
         img = img.crop(random_resized_crop_box(*img.size))  # resizing with box= would blend in pixels outside it
     img = img.resize((size, size), Image.BILINEAR)

@@ -22,12 +22,21 @@ and the ranks' counts are summed.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from .base import Batch, MultimodalDataset, TensorMultimodalDataset, load_batches
+from .base import (
+    Batch,
+    BatchSource,
+    LoaderSettings,
+    MultimodalDataset,
+    TensorMultimodalDataset,
+    load_batches,
+    loader_settings,
+)
 
 
 def shard_of(batch: Tensor, rank: int, world_size: int) -> Tensor:
@@ -72,15 +81,52 @@ class ShardedBatches:
             torch.randperm(self.size, generator=self.generator)  # ... or on the request after a full one
 
 
+def sharded_train_source(
+    dataset: MultimodalDataset,
+    batch_size: int,
+    rank: int,
+    world_size: int,
+    generator: torch.Generator,
+    loader: LoaderSettings | int | None = None,
+    device: torch.device | str | None = None,
+) -> BatchSource:
+    """:func:`sharded_train_batches` as a :class:`BatchSource` kept across epochs (persistent
+    workers); each ``iter()`` is one epoch, drawn from ``generator`` by the same calls."""
+    in_memory = isinstance(dataset, TensorMultimodalDataset)
+    sampler = ShardedBatches(len(dataset), batch_size, rank, world_size, generator, like_loader=not in_memory)
+    return BatchSource(
+        dataset, batch_size, True, generator, loader, device, batches=lambda: sampler, length=len(sampler)
+    )
+
+
+def sharded_eval_source(
+    dataset: MultimodalDataset,
+    batch_size: int,
+    rank: int,
+    world_size: int,
+    loader: LoaderSettings | int | None = None,
+    device: torch.device | str | None = None,
+) -> BatchSource:
+    """:func:`sharded_eval_batches` as a :class:`BatchSource` kept across evaluations."""
+    chunks = [c.tolist() for c in torch.arange(rank, len(dataset), world_size).split(batch_size)]
+    return BatchSource(dataset, batch_size, False, None, loader, device, batches=lambda: chunks, length=len(chunks))
+
+
 def sharded_train_batches(
     dataset: MultimodalDataset,
     batch_size: int,
     rank: int,
     world_size: int,
     generator: torch.Generator,
-    num_workers: int = 0,
+    num_workers: int | LoaderSettings = 0,
+    device: torch.device | str | None = None,
 ) -> Iterator[Batch]:
-    """This rank's shard of each global training batch of one epoch (shuffled by ``generator``)."""
+    """This rank's shard of each global training batch of one epoch (shuffled by ``generator``).
+    ``num_workers``: an ``int`` (the old argument) or :class:`LoaderSettings` for ``device``."""
+    if isinstance(num_workers, LoaderSettings) and not isinstance(dataset, TensorMultimodalDataset):
+        settings = replace(loader_settings(num_workers, device), persistent_workers=False)
+        yield from sharded_train_source(dataset, batch_size, rank, world_size, generator, settings)
+        return
     if isinstance(dataset, TensorMultimodalDataset):
         for shard in ShardedBatches(len(dataset), batch_size, rank, world_size, generator, like_loader=False):
             yield dataset.batch(torch.tensor(shard, dtype=torch.long))
@@ -91,9 +137,18 @@ def sharded_train_batches(
 
 
 def sharded_eval_batches(
-    dataset: MultimodalDataset, batch_size: int, rank: int, world_size: int, num_workers: int = 0
+    dataset: MultimodalDataset,
+    batch_size: int,
+    rank: int,
+    world_size: int,
+    num_workers: int | LoaderSettings = 0,
+    device: torch.device | str | None = None,
 ) -> Iterator[Batch]:
     """Samples ``rank, rank + world_size, ...`` of ``dataset`` in order, in batches of ``batch_size``."""
+    if isinstance(num_workers, LoaderSettings) and not isinstance(dataset, TensorMultimodalDataset):
+        settings = replace(loader_settings(num_workers, device), persistent_workers=False)
+        yield from sharded_eval_source(dataset, batch_size, rank, world_size, settings)
+        return
     indices = torch.arange(rank, len(dataset), world_size)
     chunks = list(indices.split(batch_size))
     if isinstance(dataset, TensorMultimodalDataset):
