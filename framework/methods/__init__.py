@@ -6,7 +6,7 @@ imported below, plus one config file ``conf/method/<name>.yaml``; the trainer ca
 """
 
 from . import ogm_ge, agm, pmr, gblending, mmcosine, mla, gradnorm, ume  # noqa: F401
-from .base import Method, MethodError, StepView
+from .base import EpochView, Method, MethodError, StepView
 from .registry import METHODS, get_method, register
 
-__all__ = ["METHODS", "Method", "MethodError", "StepView", "get_method", "register"]
+__all__ = ["METHODS", "EpochView", "Method", "MethodError", "StepView", "get_method", "register"]

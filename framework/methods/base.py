@@ -17,7 +17,7 @@ hook                       when, and what the method sees                       
                            gradient engine integrates (reweighted, extended, dropped)   GradNorm, UME, MLA
 ``after_backward``         each (sub-)step, after the integrated gradient is in         OGM-GE, AGM, MLA
                            ``.grad``, before the optimizer step: the parameter groups
-``on_epoch_start``         before each training epoch: the trainer (data, model)        PMR, G-Blending
+``on_epoch_start``         before each training epoch: an ``EpochView`` (model, data)   PMR, G-Blending
 ``predict``                at evaluation: the heads' logits -> the reported logits      MLA, UME
 ``decisions``              after each logged step: what it decided, as metrics          all
 ``state_dict``             checkpoints: everything a resume needs                       stateful ones
@@ -44,13 +44,24 @@ from ..losses import head_labels
 from ..models.base import MULTIMODAL, MultimodalModel
 
 if TYPE_CHECKING:
-    from ..data.base import MultimodalDataset
+    from ..data.base import MultimodalDataset, Splits
     from ..integrators import Integrator
-    from ..training.trainer import Trainer
 
 
 class MethodError(ValueError):
     """A method that cannot run with this model, loss or integrator; one line saying why."""
+
+
+@dataclass(frozen=True)
+class EpochView:
+    """What a method sees before a training epoch: the model, the data, and how the trainer batches."""
+
+    model: MultimodalModel
+    splits: Splits
+    epoch: int
+    batch_size: int
+    eval_batch_size: int
+    device: torch.device
 
 
 @dataclass
@@ -166,7 +177,7 @@ class Method:
     def after_backward(self, view: StepView) -> None:
         return None
 
-    def on_epoch_start(self, trainer: Trainer) -> None:
+    def on_epoch_start(self, view: EpochView) -> None:
         return None
 
     def predict(self, logits: dict[str, Tensor]) -> dict[str, Tensor]:

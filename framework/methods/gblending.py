@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -11,13 +11,10 @@ from torch import Tensor, nn
 from .. import metric_names as names
 from ..models.base import MultimodalModel
 from ..models.fusion import ConcatFusion
-from .base import Method, MethodError, StepView, mean_head_losses
+from .base import EpochView, Method, MethodError, StepView, mean_head_losses
 from .registry import register
 
 HEADS = ("fusion", "separate")
-
-if TYPE_CHECKING:
-    from ..training.trainer import Trainer
 
 
 def gblending_weights(
@@ -118,13 +115,13 @@ class GBlending(Method):
             model.unimodal_heads = fusion_slices(model)
         return model
 
-    def on_epoch_start(self, trainer: Trainer) -> None:
-        if trainer.state.epoch % self.super_epoch:
+    def on_epoch_start(self, view: EpochView) -> None:
+        if view.epoch % self.super_epoch:
             return
-        size = trainer.settings.eval_batch_size
+        size = view.eval_batch_size
         now = tuple(
-            mean_head_losses(trainer.model, split, size, trainer.device, self.max_batches)
-            for split in (trainer.splits.train, trainer.splits.val)
+            mean_head_losses(view.model, split, size, view.device, self.max_batches)
+            for split in (view.splits.train, view.splits.val)
         )
         if self.measured is not None:
             self.weights = gblending_weights(self.measured, now)  # type: ignore[arg-type]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -12,11 +12,8 @@ from torch import Tensor
 from .. import metric_names as names
 from ..data.base import iterate_batches, num_batches
 from ..models.base import MULTIMODAL
-from .base import Method, MethodError, StepView, in_window, label_probability
+from .base import EpochView, Method, MethodError, StepView, in_window, label_probability
 from .registry import register
-
-if TYPE_CHECKING:
-    from ..training.trainer import Trainer
 
 
 def prototype_logits(features: Tensor, prototypes: Tensor) -> Tensor:
@@ -74,24 +71,22 @@ class PMR(Method):
         self._seeded = False
 
     @torch.no_grad()
-    def compute_prototypes(self, trainer: Trainer) -> dict[str, Tensor]:
-        model, dataset = trainer.model, trainer.splits.train
-        classes = trainer.splits.spec.num_classes
+    def compute_prototypes(self, view: EpochView) -> dict[str, Tensor]:
+        model, dataset = view.model, view.splits.train
+        classes = view.splits.spec.num_classes
         if not self._seeded:
             self.generator.manual_seed(self.seed)
             self._seeded = True
-        limit = max(1, int(num_batches(dataset, trainer.settings.batch_size) * self.proto_fraction))
+        limit = max(1, int(num_batches(dataset, view.batch_size) * self.proto_fraction))
         was_training = model.training
         model.eval()
         sums: dict[str, Tensor] = {}
-        counts = torch.zeros(classes, device=trainer.device)
-        for index, (inputs, labels) in enumerate(
-            iterate_batches(dataset, trainer.settings.batch_size, True, self.generator)
-        ):
+        counts = torch.zeros(classes, device=view.device)
+        for index, (inputs, labels) in enumerate(iterate_batches(dataset, view.batch_size, True, self.generator)):
             if index >= limit:
                 break
-            inputs = {m: t.to(trainer.device) for m, t in inputs.items()}
-            labels = labels.to(trainer.device)
+            inputs = {m: t.to(view.device) for m, t in inputs.items()}
+            labels = labels.to(view.device)
             features = model.encode(inputs)
             onehot = F.one_hot(labels, classes).to(next(iter(features.values())).dtype)
             for m, f in features.items():
@@ -100,9 +95,9 @@ class PMR(Method):
         model.train(was_training)
         return {m: s / counts.clamp_min(1).unsqueeze(1) for m, s in sums.items()}
 
-    def on_epoch_start(self, trainer: Trainer) -> None:
-        new = self.compute_prototypes(trainer)
-        if trainer.state.epoch >= 2 and self.prototypes:
+    def on_epoch_start(self, view: EpochView) -> None:
+        new = self.compute_prototypes(view)
+        if view.epoch >= 2 and self.prototypes:
             new = {
                 m: (1 - self.momentum_coef) * p + self.momentum_coef * self.prototypes[m].to(p.device)
                 for m, p in new.items()

@@ -27,7 +27,7 @@ from ..data.base import MultimodalDataset, Splits, iterate_batches, num_batches
 from ..data.sharding import sharded_eval_batches, sharded_train_batches
 from ..integrators import Integrator
 from ..losses import MultitaskLoss, head_labels
-from ..methods import Method, StepView
+from ..methods import EpochView, Method, StepView
 from ..models.base import MEAN, MultimodalModel
 from ..tracking import RunTracker
 from . import termination
@@ -228,9 +228,14 @@ class Trainer:
         out.update({names.last_test_accuracy(h): v for h, v in self.state.last_test.items()})
         return out
 
+    def epoch_view(self) -> EpochView:
+        settings = self.settings
+        return EpochView(
+            self.model, self.splits, self.state.epoch, settings.batch_size, settings.eval_batch_size, self.device
+        )
+
     def train_epoch(self) -> dict[str, float]:
-        self.model.train()
-        self.method.on_epoch_start(self)
+        self.method.on_epoch_start(self.epoch_view())
         self.model.train()
         self.statistics.start_epoch()
         dataset = self.splits.train

@@ -38,7 +38,7 @@ def test_weights_are_re_estimated_every_super_epoch_from_measured_losses(monkeyp
     monkeypatch.setattr(module, "mean_head_losses", lambda *a, **k: next(measured))
     for epoch in range(3):
         trainer.state.epoch = epoch
-        method.on_epoch_start(trainer)  # epoch 0: first measurement; 1: none; 2: the estimate
+        method.on_epoch_start(trainer.epoch_view())  # epoch 0: first measurement; 1: none; 2: the estimate
     before = ({"multimodal": 1.0, "a": 1.0, "b": 1.0}, {"multimodal": 1.5, "a": 1.2, "b": 1.1})
     after = ({"multimodal": 0.5, "a": 0.8, "b": 0.9}, {"multimodal": 1.0, "a": 1.0, "b": 1.0})
     assert method.weights == pytest.approx(gblending_weights(before, after))

@@ -60,7 +60,7 @@ def test_prototypes_are_class_means_then_smoothed():
     model, splits = H.make_model()
     method = get_method("pmr", proto_fraction=1.0, momentum_coef=0.25)
     trainer = H.make_trainer(method, model, splits, detach=True)
-    method.on_epoch_start(trainer)
+    method.on_epoch_start(trainer.epoch_view())
     model.eval()
     with torch.no_grad():
         inputs, labels = splits.train.batch(torch.arange(len(splits.train)))
@@ -73,7 +73,7 @@ def test_prototypes_are_class_means_then_smoothed():
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05)
-    fresh = method.compute_prototypes(trainer)
-    method.on_epoch_start(trainer)
+    fresh = method.compute_prototypes(trainer.epoch_view())
+    method.on_epoch_start(trainer.epoch_view())
     for m in ("a", "b"):
         assert_close(method.prototypes[m], 0.75 * fresh[m] + 0.25 * old[m])  # all batches: the order does not matter
