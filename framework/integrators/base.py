@@ -28,30 +28,53 @@ import copy
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
 import torch
 from torch import Tensor
 
-from ._kernels import TensorLists, accumulate, foreach, robust_norms, tensor_grams, working_dtype
+from ._kernels import TensorLists, accumulate, robust_norms, scale_, tensor_grams, working_dtype
 from .magnitude import MAGNITUDE_DEFAULTS, MagnitudeRule, magnitude_rule
 
 
-@dataclass(frozen=True)
 class Decision:
-    """What an integrator decided for one group on one step (CPU, float64).
+    """What an integrator decided for one group on one step (CPU, float64, read on first access).
 
     ``gram`` is the group Gram matrix ``G[i, j] = <g_i, g_j>``; ``weights`` are the coefficients of
     the update direction ``sum_i w_i g_i`` (before any magnitude rule); ``update_norm`` is
     ``|update|``. ``events`` counts what the method did besides its rule on this step (e.g. a solver
     that failed and fell back), one key per event the method can report, 0 when it did not happen.
+
+    The integration leaves ``gram``, ``weights`` and ``update_norm`` where it computed them (on the
+    gradients' device) and they move to the host when first read, so that a step whose decision
+    nobody reads (no statistics due) waits for no device.
     """
 
-    gram: Tensor
-    weights: Tensor
-    update_norm: float
-    events: dict[str, int] = field(default_factory=dict)
+    __slots__ = ("_gram", "_update_norm", "_weights", "events")
+
+    def __init__(
+        self, gram: Tensor, weights: Tensor, update_norm: float | Tensor, events: dict[str, int] | None = None
+    ) -> None:
+        self._gram, self._weights, self._update_norm = gram, weights, update_norm
+        self.events: dict[str, int] = {} if events is None else events
+
+    @property
+    def gram(self) -> Tensor:
+        if self._gram.device.type != "cpu" or self._gram.dtype != torch.float64:
+            self._gram = self._gram.detach().to("cpu", torch.float64)  # read on first access only
+        return self._gram
+
+    @property
+    def weights(self) -> Tensor:
+        if self._weights.device.type != "cpu" or self._weights.dtype != torch.float64:
+            self._weights = self._weights.detach().to("cpu", torch.float64)  # read on first access only
+        return self._weights
+
+    @property
+    def update_norm(self) -> float:
+        if isinstance(self._update_norm, Tensor):
+            self._update_norm = float(self._update_norm)  # read on first access only
+        return self._update_norm
 
     @property
     def norms(self) -> Tensor:
@@ -64,6 +87,24 @@ class Decision:
     @property
     def sum_norm(self) -> float:
         return float(self.gram.sum().clamp_min(0).sqrt())
+
+    def __repr__(self) -> str:
+        return (
+            f"Decision(gram={self.gram!r}, weights={self.weights!r}, update_norm={self.update_norm!r}, "
+            f"events={self.events!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Decision):
+            return NotImplemented
+        return (
+            torch.equal(self.gram, other.gram)
+            and torch.equal(self.weights, other.weights)
+            and self.update_norm == other.update_norm
+            and self.events == other.events
+        )
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 U = TypeVar("U", Tensor, list[Tensor])
@@ -173,7 +214,7 @@ class Integrator(ABC):
         """``(base, factor, weights)``: the direction is ``factor * base`` (per tensor), and ``weights``
         its coefficients on the gradients. ``base`` may live in ``grads[0]`` when ``inplace``."""
         k = len(grads)
-        weights = self.weights(grams.sum(0)).detach().double().cpu()
+        weights = self.weights(grams.sum(0)).detach().to(grams.device, torch.float64)
         if weights.shape != (k,):
             raise ValueError(
                 f"{self.name or type(self).__name__}: weights must have shape ({k},), got {tuple(weights.shape)}"
@@ -197,15 +238,19 @@ class Integrator(ABC):
             return Integration(update, _decision(grams, torch.ones(1, dtype=torch.float64), robust_norms(update)))
         # d = factor * base: one fused pass forms base; a magnitude rule and the factor then go in
         # one multiplication pass per group.
+        if type(self).direction is not Integrator.direction:
+            # Methods that overrode direction (torchjd's matrix methods) solve on the host: they get
+            # the Gram matrices there, as before.
+            grams = grams.cpu()
         base, factor, weights = self.direction(grads, grams, inplace)
+        weights = weights.to(grams.device, torch.float64)
         events = self._take_events()
-        direction_norms = robust_norms(base) * abs(factor)
+        direction_norms = robust_norms(base).to(grams.device) * abs(factor)
         if self.magnitude is None:
-            if factor != 1.0:
-                foreach.mul_(base, factor)
+            scale_(base, factor)
             return Integration(base, _decision(grams, weights, direction_norms, events))
         scales = self.magnitude.scales(grams, direction_norms, working_dtype(base[0]), weights)
-        foreach.mul_(base, (scales * factor).tolist())
+        scale_(base, scales * factor)
         return Integration(base, _decision(grams, weights, scales * direction_norms, events))
 
     def __call__(self, grads: Tensor, segments: Sequence[int] | None = None) -> Integration[Tensor]:
@@ -264,5 +309,5 @@ def _compact(value: Any) -> str:
 
 
 def _decision(grams: Tensor, weights: Tensor, update_norms: Tensor, events: dict[str, int] | None = None) -> Decision:
-    update_norm = float(update_norms.square().sum().sqrt())
+    update_norm = update_norms.square().sum().sqrt()  # a device scalar until read (see Decision)
     return Decision(gram=grams.sum(0), weights=weights, update_norm=update_norm, events=events or {})

@@ -75,8 +75,7 @@ class RestoreAndEnlarge(MagnitudeRule):
         self.rescale = rescale
 
     def scales(self, grams: Tensor, direction_norms: Tensor, dtype: torch.dtype, weights: Tensor) -> Tensor:
-        if not is_common_descent(grams.sum(0), weights, float(direction_norms.square().sum().sqrt()), dtype):
-            return torch.ones(len(direction_norms), dtype=torch.float64)
+        common = common_descent(grams.sum(0), weights, direction_norms.square().sum().sqrt(), dtype)
         d_norms = direction_norms
         squared_norms = grams.diagonal(dim1=1, dim2=2).clamp_min(0)  # (P, k): |g_{i,p}|^2
         u_norms = grams.sum(dim=(1, 2)).clamp_min(0).sqrt()
@@ -91,19 +90,25 @@ class RestoreAndEnlarge(MagnitudeRule):
         nonzero = d_norms > (64 * torch.finfo(dtype).eps + WEIGHTS_RTOL) * terms
         ratio = torch.where(nonzero, u_norms / torch.where(nonzero, d_norms, 1.0), 0.0)
         scales = torch.where(nonzero, self.gamma * ratio.clamp_min(1.0), 0.0)
-        return scales.expand(len(direction_norms)) if self.rescale == "group" else scales
+        scales = scales.expand(len(direction_norms)) if self.rescale == "group" else scales
+        return torch.where(common, scales, 1.0)  # not a common descent direction: every scale is 1
 
     def hparams(self) -> dict[str, Any]:
         return {"gamma": self.gamma, "rescale": self.rescale}
 
 
-def is_common_descent(gram: Tensor, weights: Tensor, direction_norm: float, dtype: torch.dtype) -> bool:
+def is_common_descent(gram: Tensor, weights: Tensor, direction_norm: float | Tensor, dtype: torch.dtype) -> bool:
     """Whether ``d = sum_i w_i g_i`` increases no loss to first order:
     ``(G w)_i >= -(DESCENT_COSINE_TOL |g_i| |d| + 16 eps |g_i| sum_j |w_j| |g_j|)`` for every ``i``."""
-    gram, weights = gram.double(), weights.double()
+    return bool(common_descent(gram, weights, direction_norm, dtype))
+
+
+def common_descent(gram: Tensor, weights: Tensor, direction_norm: float | Tensor, dtype: torch.dtype) -> Tensor:
+    """:func:`is_common_descent` as a boolean tensor on ``gram``'s device (nothing read on the host)."""
+    gram, weights = gram.double(), weights.to(gram.device, torch.float64)
     norms = gram.diagonal().clamp_min(0).sqrt()
-    round_off = 16 * torch.finfo(dtype).eps * norms * float(weights.abs() @ norms)
-    return bool((gram @ weights >= -(DESCENT_COSINE_TOL * norms * direction_norm + round_off)).all())
+    round_off = 16 * torch.finfo(dtype).eps * norms * (weights.abs() @ norms)
+    return (gram @ weights >= -(DESCENT_COSINE_TOL * norms * direction_norm + round_off)).all()
 
 
 def magnitude_rule(choice: str, gamma: float, rescale: str, owner: str = "magnitude") -> MagnitudeRule | None:

@@ -41,15 +41,34 @@ def sener_koltun_two_vector_weight(g00: float, g01: float, g11: float) -> float:
     return (g11 - g01) / (g00 + g11 - 2.0 * g01)
 
 
+def two_vector_weight_tensor(g00: Tensor, g01: Tensor, g11: Tensor) -> Tensor:
+    """:func:`two_vector_weight` (unclipped bounds ``[0, 1]``) on 0-dim tensors, on their device."""
+    denom = g00 + g11 - 2.0 * g01
+    degenerate = denom <= 0.0
+    return torch.where(degenerate, 0.5, (g11 - g01) / torch.where(degenerate, 1.0, denom)).clamp(0.0, 1.0)
+
+
+def sener_koltun_two_vector_weight_tensor(g00: Tensor, g01: Tensor, g11: Tensor) -> Tensor:
+    """:func:`sener_koltun_two_vector_weight` on 0-dim tensors, on their device."""
+    denom = g00 + g11 - 2.0 * g01
+    exact = (g11 - g01) / torch.where(denom != 0.0, denom, 1.0)  # used only where denom > 0
+    return torch.where(g01 >= g00, 0.999, torch.where(g01 >= g11, 0.001, exact))
+
+
 def min_norm_weights(gram: Tensor) -> Tensor:
-    """Exact min-norm weights on the simplex for a ``(k, k)`` Gram matrix (float64 result)."""
-    g = gram.detach().double().cpu().numpy()
-    k = g.shape[0]
+    """Exact min-norm weights on the simplex for a ``(k, k)`` Gram matrix (float64 result).
+
+    One or two losses: on ``gram``'s device, nothing read on the host. More: solved on the host.
+    """
+    k = gram.shape[0]
     if k == 1:
-        return torch.ones(1, dtype=torch.float64)
+        return torch.ones(1, dtype=torch.float64, device=gram.device)
     if k == 2:
-        a = two_vector_weight(g[0, 0], g[0, 1], g[1, 1])
-        return torch.tensor([a, 1.0 - a], dtype=torch.float64)
+        g = gram.detach().double()
+        a = two_vector_weight_tensor(g[0, 0], g[0, 1], g[1, 1])
+        return torch.stack([a, 1.0 - a])
+    # Three or more losses: the exact solver enumerates supports in numpy, one read of the Gram matrix.
+    g = gram.detach().double().cpu().numpy()
     if k > MAX_EXACT_LOSSES:
         raise ValueError(f"min-norm solver supports at most {MAX_EXACT_LOSSES} losses per group, got {k}")
     return torch.from_numpy(_enumerate_supports(g))

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .base import Integrator, cosine_from_gram
-from .min_norm import min_norm_weights, sener_koltun_two_vector_weight
+from .min_norm import min_norm_weights, sener_koltun_two_vector_weight_tensor
 from .registry import register
 
 
@@ -24,13 +24,18 @@ def mmpareto_weights(gram: Tensor) -> Tensor:
     unclipped, except in its two degenerate cases (a zero gradient under the ``cos <= 0`` branch).
     """
     k = gram.shape[0]
+    if k == 1:
+        return torch.ones(1, dtype=torch.float64, device=gram.device)
     cosine = cosine_from_gram(gram)
-    off_diagonal = cosine[~torch.eye(k, dtype=torch.bool)]
-    if k == 1 or bool((off_diagonal > 0).all()):
-        return torch.full((k,), 1.0 / k, dtype=torch.float64)
     if k == 2:
-        a = sener_koltun_two_vector_weight(float(gram[0, 0]), float(gram[0, 1]), float(gram[1, 1]))
-        return torch.tensor([a, 1.0 - a], dtype=torch.float64)
+        # Both branches on the device, the choice by torch.where: nothing read on the host.
+        g = gram.detach().double()
+        a = torch.where(cosine[0, 1] > 0, 0.5, sener_koltun_two_vector_weight_tensor(g[0, 0], g[0, 1], g[1, 1]))
+        return torch.stack([a, 1.0 - a])
+    off_diagonal = cosine[~torch.eye(k, dtype=torch.bool, device=cosine.device)]
+    # Three or more losses: which branch is read on the host, as the min-norm solver runs there.
+    if bool((off_diagonal > 0).all()):
+        return torch.full((k,), 1.0 / k, dtype=torch.float64)
     return min_norm_weights(gram)
 
 

@@ -21,16 +21,18 @@ def pcgrad_weights(gram: Tensor, generator: torch.Generator) -> Tensor:
     random order, loses its component along ``g_j`` whenever ``g_i^PC . g_j < 0``.
     """
     k = gram.shape[0]
-    total = torch.zeros(k, dtype=torch.float64)
+    gram = gram.double()
+    total = torch.zeros(k, dtype=torch.float64, device=gram.device)
     for i in range(k):
-        current = torch.zeros(k, dtype=torch.float64)
+        current = torch.zeros(k, dtype=torch.float64, device=gram.device)
         current[i] = 1.0
+        # The order is drawn on the CPU generator and read there: a host tensor, no device read.
         for j in torch.randperm(k, generator=generator).tolist():
             if j == i:
                 continue
-            inner = float(gram[j] @ current)
-            if inner < 0.0 and gram[j, j] > 0:
-                current[j] -= inner / float(gram[j, j])
+            inner, norm = gram[j] @ current, gram[j, j]
+            project = (inner < 0.0) & (norm > 0)  # the projection by torch.where: nothing read on the host
+            current[j] -= torch.where(project, inner / torch.where(project, norm, 1.0), 0.0)
         total += current
     return total
 

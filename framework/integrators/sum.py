@@ -25,7 +25,7 @@ class Sum(Integrator):
         self.scale = float(scale)
 
     def weights(self, gram: Tensor) -> Tensor:
-        return torch.full((gram.shape[0],), self.scale, dtype=torch.float64)
+        return torch.full((gram.shape[0],), self.scale, dtype=torch.float64, device=gram.device)
 
     def fixed_weights(self, k: int) -> Tensor:
         return torch.full((k,), self.scale, dtype=torch.float64)
