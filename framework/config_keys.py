@@ -34,6 +34,9 @@ BOOKKEEPING: frozenset[str] = frozenset(
         "extra_trusted_targets",
         "trainer.progress",
         "trainer.num_workers",
+        "trainer.pin_memory",
+        "trainer.persistent_workers",
+        "trainer.prefetch_factor",
         "trainer.checkpoint_every",
         "trainer.eval_batch_size",
     }

@@ -57,7 +57,10 @@ class TrainerSchema(Dict[str, Any]):
     epochs: int = 8
     batch_size: int = 64
     eval_batch_size: int = 512
-    num_workers: int = 0
+    num_workers: Optional[int] = None
+    pin_memory: Optional[bool] = None
+    persistent_workers: Optional[bool] = None
+    prefetch_factor: Optional[int] = None
     max_steps_per_epoch: Optional[int] = None
     checkpoint_every: int = 1
     progress: Optional[bool] = None

@@ -192,7 +192,11 @@ def _int(node: DictConfig, key: str, prefix: str, minimum: int, optional: bool =
 def check_trainer(trainer: DictConfig) -> None:
     for key in ("epochs", "batch_size", "eval_batch_size", "checkpoint_every"):
         _int(trainer, key, "trainer.", 1)
-    _int(trainer, "num_workers", "trainer.", 0)
+    _int(trainer, "num_workers", "trainer.", 0, optional=True)
+    _int(trainer, "prefetch_factor", "trainer.", 1, optional=True)
+    for key in ("pin_memory", "persistent_workers"):
+        if trainer.get(key) is not None and not isinstance(trainer.get(key), bool):
+            raise fail(f"trainer.{key}", trainer.get(key), "must be true, false or null")
     _int(trainer, "max_steps_per_epoch", "trainer.", 1, optional=True)
     choice = trainer.get("on_nonfinite", "stop")
     if choice not in ON_NONFINITE:

@@ -23,8 +23,8 @@ from tqdm import tqdm
 
 from .. import metric_names as names
 from ..config_schema import ON_NONFINITE
-from ..data.base import MultimodalDataset, Splits, iterate_batches, num_batches
-from ..data.sharding import sharded_eval_batches, sharded_train_batches
+from ..data.base import BatchSource, LoaderSettings, MultimodalDataset, Splits, num_batches, splits_to
+from ..data.sharding import sharded_eval_source, sharded_train_source
 from ..integrators import Integrator
 from ..losses import MultitaskLoss, head_labels
 from ..methods import EpochView, Method, StepView
@@ -45,7 +45,10 @@ class TrainerSettings:
     epochs: int = 8
     batch_size: int = 64
     eval_batch_size: int = 512
-    num_workers: int = 0
+    num_workers: int | None = None  # data loading (disk datasets); None: 0 on CPU, min(8, CPUs) on CUDA
+    pin_memory: bool | None = None  # None: on CUDA
+    persistent_workers: bool | None = None  # None: on CUDA, with workers
+    prefetch_factor: int | None = None  # None: 4 on CUDA, with workers
     max_steps_per_epoch: int | None = None
     checkpoint_every: int = 1
     progress: bool | None = None
@@ -110,7 +113,7 @@ class Trainer:
         method: Method | None = None,
         parallel: DataParallel | None = None,
     ) -> None:
-        self.model, self.splits, self.loss = model.to(device), splits, loss
+        self.model, self.splits, self.loss = model.to(device), splits_to(splits, device), loss
         self.integrator, self.optimizer, self.scheduler = integrator, optimizer, scheduler
         self.settings, self.device, self.tracker = settings, device, tracker
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
@@ -120,6 +123,10 @@ class Trainer:
         self.world_size = 1 if parallel is None else parallel.world_size
         self.engine = GradientEngine(model, integrator, reducer=parallel.reducer if parallel else None)
         self.precision = Precision(settings.precision, device)
+        self.loader = LoaderSettings(
+            settings.num_workers, settings.pin_memory, settings.persistent_workers, settings.prefetch_factor
+        )
+        self._sources: dict[tuple[int, bool], BatchSource] = {}  # kept across epochs: persistent workers
         self.statistics = GradientStatistics.for_training(
             settings.statistics, splits.train, device, detach_unimodal=loss.detach_unimodal
         )
@@ -279,19 +286,30 @@ class Trainer:
                 )
         return metrics
 
-    def _train_batches(self, dataset: MultimodalDataset) -> Any:
-        if self.parallel is None:
-            return iterate_batches(dataset, self.settings.batch_size, True, self.shuffle, self.settings.num_workers)
-        settings = self.settings
-        return sharded_train_batches(
-            dataset, settings.batch_size, self.parallel.rank, self.world_size, self.shuffle, settings.num_workers
-        )
+    def _train_batches(self, dataset: MultimodalDataset) -> BatchSource:
+        return self._source(dataset, train=True)
 
-    def _eval_batches(self, dataset: MultimodalDataset) -> Any:
-        size, workers = self.settings.eval_batch_size, self.settings.num_workers
-        if self.parallel is None:
-            return iterate_batches(dataset, size, False, None, workers)
-        return sharded_eval_batches(dataset, size, self.parallel.rank, self.world_size, workers)
+    def _eval_batches(self, dataset: MultimodalDataset) -> BatchSource:
+        return self._source(dataset, train=False)
+
+    def _source(self, dataset: MultimodalDataset, train: bool) -> BatchSource:
+        """The batches of ``dataset``, one epoch per ``iter()``: this rank's shard, shuffled by the
+        trainer's generator for training, in order for evaluation."""
+        key = (id(dataset), train)
+        if key not in self._sources:
+            size = self.settings.batch_size if train else self.settings.eval_batch_size
+            shuffle = self.shuffle if train else None
+            if self.parallel is None:
+                source = BatchSource(dataset, size, train, shuffle, self.loader, self.device)
+            elif train:
+                rank, world = self.parallel.rank, self.world_size
+                source = sharded_train_source(dataset, size, rank, world, self.shuffle, self.loader, self.device)
+            else:
+                source = sharded_eval_source(
+                    dataset, size, self.parallel.rank, self.world_size, self.loader, self.device
+                )
+            self._sources[key] = source
+        return self._sources[key]
 
     def _skipped_samples(self) -> dict[str, int]:
         skipped = self.splits.skipped()
