@@ -77,6 +77,11 @@ class Decision:
         return self._update_norm
 
     @property
+    def gram_on_device(self) -> Tensor:
+        """The Gram matrix where the integration left it (no host read until it is used there)."""
+        return self._gram
+
+    @property
     def norms(self) -> Tensor:
         return self.gram.diagonal().clamp_min(0).sqrt()
 

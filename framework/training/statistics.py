@@ -124,25 +124,32 @@ class EpochStatistics:
         self.reset()
 
     def reset(self) -> None:
-        self._conflicts: dict[str, list[float]] = defaultdict(list)
-        self._norms: dict[tuple[str, str], list[float]] = defaultdict(list)
+        self._grams: dict[tuple[str, tuple[str, ...]], list[Tensor]] = defaultdict(list)
         self._events: dict[tuple[str, str], int] = defaultdict(int)
 
     def observe(self, decisions: list[GroupDecision]) -> None:
+        """Keep each step's Gram matrices where they are (no host read per step)."""
         for group_decision in decisions:
-            gram = group_decision.decision.gram
-            k = len(group_decision.losses)
-            # cosine < 0 exactly when the Gram entry is < 0 (zero gradients have cosine 0)
-            conflict = bool((gram[torch.triu_indices(k, k, offset=1).unbind()] < 0).any()) if k > 1 else False
-            self._conflicts[group_decision.group].append(float(conflict))
-            for loss, norm in zip(group_decision.losses, group_decision.decision.norms.tolist(), strict=False):
-                self._norms[(group_decision.group, loss)].append(norm)
+            gram = group_decision.decision.gram_on_device.detach()
+            self._grams[(group_decision.group, group_decision.losses)].append(gram)
             for event, count in group_decision.decision.events.items():
                 self._events[(group_decision.group, event)] += count
 
     def summary(self) -> dict[str, float]:
-        metrics = {grad(g, CONFLICT_RATE): sum(v) / len(v) for g, v in self._conflicts.items() if v}
-        for (group, loss), values in self._norms.items():
+        """The epoch's conflict rate per group and each loss's mean and spread of gradient norm, from
+        the kept Gram matrices, read to the host in one transfer per group and loss set."""
+        conflicts: dict[str, list[float]] = defaultdict(list)
+        norms: dict[tuple[str, str], list[float]] = defaultdict(list)
+        for (group, losses), grams in self._grams.items():
+            stacked = torch.stack([g.to(torch.float64) for g in grams]).cpu()
+            k = len(losses)
+            upper = stacked[:, *torch.triu_indices(k, k, offset=1).unbind()]
+            # cosine < 0 exactly when the Gram entry is < 0 (zero gradients have cosine 0)
+            conflicts[group] += (upper < 0).any(dim=1).double().tolist() if k > 1 else [0.0] * len(grams)
+            for loss, column in zip(losses, stacked.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt().T, strict=True):
+                norms[(group, loss)] += column.tolist()
+        metrics = {grad(g, CONFLICT_RATE): sum(v) / len(v) for g, v in conflicts.items() if v}
+        for (group, loss), values in norms.items():
             mean = sum(values) / len(values)
             metrics[grad(group, NORM_MEAN, loss)] = mean
             spread = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))

@@ -249,7 +249,7 @@ class Trainer:
         total = num_batches(dataset, self.settings.batch_size)
         if self.settings.max_steps_per_epoch:
             total = min(total, self.settings.max_steps_per_epoch)
-        sums: dict[str, float] = defaultdict(float)
+        sums: dict[str, Any] = defaultdict(float)  # device tensors: read once per epoch
         count = 0
         self.skipped_steps = self.overflow_steps = 0
         batches = self._train_batches(dataset)
@@ -269,10 +269,11 @@ class Trainer:
                 count += size
             self.state.step += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{sum(losses.values()):.3f}")
+            if show:  # a host read per step, for the bar only
+                bar.set_postfix(loss=f"{float(sum(losses.values())):.3f}")
             termination.stop_point()
         bar.close()
-        metrics = {names.train_loss(objective): value / max(count, 1) for objective, value in sums.items()}
+        metrics = {names.train_loss(objective): float(value) / max(count, 1) for objective, value in sums.items()}
         metrics.update(self.statistics.epoch_summary())
         if self.precision.scaler is not None:
             metrics[names.OVERFLOW_STEPS] = float(self.overflow_steps)
@@ -317,7 +318,7 @@ class Trainer:
             return skipped
         return dict(zip(skipped, (int(n) for n in self.parallel.context.sum(list(skipped.values()))), strict=True))
 
-    def train_step(self, inputs: dict[str, Tensor], labels: Tensor, index: int = 0, total: int = 1) -> dict[str, float]:
+    def train_step(self, inputs: dict[str, Tensor], labels: Tensor, index: int = 0, total: int = 1) -> dict[str, Any]:
         """One optimisation step at ``state.step``, with its statistics (logged in one call each).
 
         The method's phases are sub-steps, each with its own forward pass (the method's ``forward``),
@@ -331,7 +332,7 @@ class Trainer:
         step = self.state.step
         need = self.statistics.wants_step(step)
         self._skipped = False
-        plain: dict[str, float] | None = None
+        plain: dict[str, Any] | None = None  # floats, or detached device scalars (no host read)
         decisions = []
         engine = self.engine
         for phase in self.method.phases(self.state.epoch):
@@ -345,7 +346,7 @@ class Trainer:
                     logits = self.method.training_logits(view)
                     losses = self.loss(logits, labels)
                 if plain is None:
-                    plain = {name: float(value.detach()) for name, value in losses.items()}
+                    plain = {name: value.detach().to(torch.float64) for name, value in losses.items()}
                 losses = self.method.losses(view, losses)
                 scaled = self.precision.scaler is not None  # the scaler skips non-finite steps itself
                 if self.parallel is None and not scaled and not self._finite(losses.values()):

@@ -199,15 +199,16 @@ ENGINE = {
     ("pcgrad", 2): 6,  # [34]: + 2 permutations (host) per group
     ("pcgrad", 3): 9,  # [53]
 }
-# A whole train step of experiment=smoke (two modalities) with no statistics due: the trainer's
-# 5 (float of the 3 plain losses, bool of _finite on the losses and on the gradients), then per
-# group the integration's 1 and EpochStatistics.observe's 2 (bool of the conflict, norms.tolist()),
-# which reads every step's Decision (framework/training/statistics.py).
+# A whole train step of experiment=smoke (two modalities) with no statistics due: the trainer's 2
+# (bool of _finite on the losses before the backward, so that no stateful integrator sees a
+# non-finite gradient, and on the gradients before the step), then per group the integration's 1.
+# The plain losses stay on the device until the epoch's mean, and EpochStatistics keeps the Gram
+# matrices there until the epoch's summary. [Before: 5, 35, 43, 39.]
 TRAIN_STEP = {
-    "sum": 5,  # [5]: the summed backward, no decisions
-    "mgda": 11,  # [35]
-    "mmpareto": 11,  # [43]
-    "pcgrad": 15,  # [39]: + 2 permutations (host) per group
+    "sum": 2,  # the summed backward, no decisions
+    "mgda": 4,
+    "mmpareto": 4,
+    "pcgrad": 8,  # + 2 permutations (host) per group
 }
 
 
