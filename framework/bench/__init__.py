@@ -2,6 +2,13 @@
 
     python -m framework.bench --json bench.json          # full run (about 5 minutes on 2 CPU cores)
     python -m framework.bench --quick --json quick.json  # tiny shapes, seconds (tests)
+    python -m framework.bench --device cuda --precision bf16 --batch-size 64  # on a GPU (scripts/gpu_check.sh)
+
+``--device`` (auto | cpu | cuda | cuda:N, default cpu) and ``--precision`` (32 | bf16 | 16, default 32,
+:mod:`.precision`): at bf16/16 every variant's forward pass and losses run under ``torch.autocast``,
+at 16 with its own ``GradScaler`` (the engine gets ``loss_scale``; the optimizer steps through the
+scaler; torchjd's losses are scaled alike). A device or precision the machine cannot run is refused
+in one line. Any run but the CPU float32 default prints the device name and the precision.
 
 For each model, every variant trains its own copy of the same initial model on one fixed batch,
 all in one process. A step is everything a training step does: forward, per-loss gradients,

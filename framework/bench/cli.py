@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 
 from .cases import MODELS, ModelCase, model_case
+from .precision import PRECISIONS, BenchError, check_precision, device_name, resolve_device
 from .protocol import bench_model
-from .variants import VARIANTS
+from .variants import VARIANTS, precision_unsupported
 
 DESCRIPTION = (sys.modules[__package__].__doc__ or "").split("\n\n")[0]
 
@@ -32,15 +33,21 @@ def load_line(when: str) -> str:
     return f"load average at {when}: {load:.2f}{warning}"
 
 
-def table(results: dict[str, dict[str, dict[str, float]]]) -> str:
+def table(results: dict[str, dict[str, dict[str, float]]], device: str | None = None, precision: str = "32") -> str:
+    """The results, one row per model and variant. With a ``device`` name (any run but the CPU
+    float32 default) every row also says the device and the precision."""
+    extra = device is not None
+    head = f" {'device':<24} | {'precision':>9} |" if extra else ""
+    rule = ["-" * 26, "-" * 11] if extra else []
     lines = [
-        f"| {'model':<18} | {'variant':<24} | {'step_ms':>9} | {'peak_mb':>8} | {'ratio_to_sum':>12} |",
-        "|" + "|".join(["-" * 20, "-" * 26, "-" * 11, "-" * 10, "-" * 14]) + "|",
+        f"| {'model':<18} | {'variant':<24} | {'step_ms':>9} | {'peak_mb':>8} | {'ratio_to_sum':>12} |{head}",
+        "|" + "|".join(["-" * 20, "-" * 26, "-" * 11, "-" * 10, "-" * 14, *rule]) + "|",
     ]
     for model, by_variant in results.items():
         for variant, r in by_variant.items():
+            cells = f" {device:<24} | {precision:>9} |" if extra else ""
             lines.append(
-                f"| {model:<18} | {variant:<24} | {r['step_ms']:>9.1f} | {r['peak_mb']:>8.1f} | {r['ratio_to_sum']:>12.3f} |"
+                f"| {model:<18} | {variant:<24} | {r['step_ms']:>9.1f} | {r['peak_mb']:>8.1f} | {r['ratio_to_sum']:>12.3f} |{cells}"
             )
     return "\n".join(lines)
 
@@ -101,7 +108,16 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
     parser.add_argument(
         "--variants", default=",".join(VARIANTS), help="comma-separated subset (sum is always included)"
     )
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument(
+        "--device", default="cpu", help="auto | cpu | cuda | cuda:N (auto: CUDA when present); default cpu"
+    )
+    parser.add_argument(
+        "--precision",
+        default="32",
+        choices=PRECISIONS,
+        help="32 (float32), bf16 (autocast bfloat16) or 16 (autocast float16 + GradScaler)",
+    )
+    parser.add_argument("--batch-size", type=int, help="override every model's batch size")
     parser.add_argument("--rounds", type=int, help="override the rounds per model")
     parser.add_argument(
         "--warmup", type=int, default=1, help="untimed steps per variant first (the memory step follows)"
@@ -113,13 +129,17 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
         help="N > 1: the data-parallel step on N gloo ranks, sum (DDP) against mmpareto (per-loss)",
     )
     args = parser.parse_args(argv)
+    if args.batch_size is not None and args.batch_size < 1:
+        parser.error("--batch-size must be positive")
     if args.world_size > 1:
         return _main_world(args, parser)
-    device = torch.device(
-        "cuda"
-        if args.device == "auto" and torch.cuda.is_available()
-        else ("cpu" if args.device == "auto" else args.device)
-    )
+    try:
+        device = resolve_device(args.device)
+        check_precision(args.precision, device)
+    except BenchError as error:
+        sys.exit(f"{parser.prog}: error: {error}")
+    # the default run (CPU, float32) prints its tables as before; any other says where it ran
+    named = None if (device.type == "cpu" and args.precision == "32") else device_name(device)
     variants = [v for v in args.variants.split(",") if v]
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
@@ -139,22 +159,31 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
     log(load_line("start"))
     for name in models:
         case = model_case(name, args.quick)
+        if args.batch_size:
+            case = dataclasses.replace(case, batch_size=args.batch_size)
+        skipped = precision_unsupported(args.precision)
+        if skipped:
+            case = dataclasses.replace(case, unsupported={**skipped, **case.unsupported})
         if args.rounds:
             case = dataclasses.replace(case, rounds=args.rounds, budget_s=math.inf)
         cases[name] = case
         log(
             f"{name}: {len(case.variants(variants))} variants x {case.rounds} rounds x {case.steps_per_round} steps, batch {case.batch_size}, {device}, {torch.get_num_threads()} threads"
+            + (f", precision {args.precision}" if named else "")
         )
-        results[name] = bench_model(case, variants, device, args.warmup, log)
+        results[name] = bench_model(case, variants, device, args.warmup, log, args.precision)
     log(load_line("end"))
-    print(table(results))
+    if named:
+        print(f"device: {named}, precision: {args.precision}")
+    print(table(results, named, args.precision))
     versus = cross_model_table(results, cases)
     if versus:
         print(f"\nstep time relative to resnet18_av:\n{versus}")
     against = torchjd_table(results)
     if against:
         print(f"\nframework step time relative to torchjd's own step with the same aggregator:\n{against}")
-    print(f"({time.perf_counter() - start:.0f} s; step_ms: median of interleaved full training steps)")
+    peak = "; peak_mb: torch.cuda.max_memory_allocated per variant" if device.type == "cuda" else ""
+    print(f"({time.perf_counter() - start:.0f} s; step_ms: median of interleaved full training steps{peak})")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")
@@ -171,6 +200,8 @@ def _main_world(args: argparse.Namespace, parser: argparse.ArgumentParser) -> di
         parser.error(f"unknown models {unknown}; valid choices: {', '.join(MODELS)}")
     if args.device not in ("cpu", "auto"):
         parser.error("--world-size runs on CPU ranks (gloo)")
+    if args.precision != "32" or args.batch_size:
+        parser.error("--world-size runs float32 at the cases' batch sizes (no --precision, --batch-size)")
     start = time.perf_counter()
     print(load_line("start"), file=sys.stderr, flush=True)
     results = bench_world(

@@ -18,10 +18,15 @@ from .variants import make_runner
 
 
 def bench_model(
-    case: ModelCase, variants: list[str], device: torch.device, warmup: int, log: Callable[[str], None]
+    case: ModelCase,
+    variants: list[str],
+    device: torch.device,
+    warmup: int,
+    log: Callable[[str], None],
+    precision: str = "32",
 ) -> dict[str, dict[str, float]]:
     """``{variant: {"step_ms", "peak_mb", "ratio_to_sum"}}`` for the variants that apply to ``case``
-    (the others are logged as not run)."""
+    (the others are logged as not run), every step at ``precision`` (:mod:`.precision`)."""
     template = build_model(case)
     for variant in variants:
         if variant in case.unsupported:
@@ -29,7 +34,7 @@ def bench_model(
     variants = case.variants(variants)
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        runners = [make_runner(v, case, template, device, Path(tmp)) for v in variants]
+        runners = [make_runner(v, case, template, device, Path(tmp), precision) for v in variants]
         for runner in runners:
             for _ in range(warmup):
                 runner.step()

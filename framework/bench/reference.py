@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +32,7 @@ def reference_style_step(
     inputs: dict[str, Tensor],
     labels: Tensor,
     gamma: float = 1.5,
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
 ) -> Callable[[], None]:
     """The reference code's MMPareto step.
 
@@ -57,8 +60,9 @@ def reference_style_step(
         return [weight, 1.0 - weight]
 
     def step() -> None:
-        logits = model(inputs)
-        losses = loss(logits, labels)
+        with autocast():
+            logits = model(inputs)
+            losses = loss(logits, labels)
         grads: dict[str, dict[str, dict[str, Tensor]]] = {group: {} for group in groups}
         for name, value in losses.items():
             value.backward(retain_graph=True)

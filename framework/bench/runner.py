@@ -30,6 +30,7 @@ class Setup:
     loss: MultitaskLoss
     device: torch.device
     workdir: Path
+    precision: str = "32"  # 32 | bf16 | 16 (:mod:`.precision`)
 
     def runner(self, step: Callable[[], None]) -> Runner:
         return Runner(self.name, self.model, self.optimizer, self.inputs, self.labels, step)

@@ -45,10 +45,12 @@ def stats_runner(setup: Setup) -> Runner:
     # the probe is drawn from the train split: here, samples of the same kind as the batch
     probe_inputs, probe_labels = make_batch(case, max(settings.probe_size, case.batch_size), seed=2)
     train = TensorMultimodalDataset(probe_inputs, probe_labels, case.spec)
+    # trainer.precision (the variant is not run at bf16/16 by a trainer without it: variants.precision_unsupported)
+    amp = {"precision": setup.precision} if setup.precision != "32" else {}
     tracker = RunTracker("bench", setup.name, tracking_uri=f"sqlite:///{setup.workdir / f'{case.name}.db'}")
     trainer = Trainer(
         setup.model, Splits(train, train, train), MultitaskLoss(), get_integrator("mmpareto"), setup.optimizer, None,
-        TrainerSettings(batch_size=case.batch_size, progress=False, statistics=settings), device, tracker=tracker,
+        TrainerSettings(batch_size=case.batch_size, progress=False, statistics=settings, **amp), device, tracker=tracker,
     )  # fmt: skip
     sent = {"ms": 0.0}
     probe: dict[str, Any] = {"ms": [], "peak": 0.0}

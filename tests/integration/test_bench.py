@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -133,3 +134,100 @@ def test_help_describes_the_benchmark():
         [sys.executable, "-m", "framework.bench", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0 and "Step-time benchmark" in result.stdout and "--quick" in result.stdout
+
+
+# --device / --precision / --batch-size, and scripts/gpu_check.sh --dry-run
+
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without CUDA")
+
+
+def test_device_and_precision_flags_parse():
+    from framework.bench.cli import main
+    from framework.bench.precision import PRECISIONS, check_precision, resolve_device
+
+    assert PRECISIONS == ("32", "bf16", "16")
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    for precision in PRECISIONS:  # torch 2.13's CPU autocast runs bfloat16 and float16
+        check_precision(precision, torch.device("cpu"))
+    with pytest.raises(SystemExit) as exit_:
+        main(["--quick", "--precision", "8"])
+    assert exit_.value.code == 2
+    result = subprocess.run(
+        [sys.executable, "-m", "framework.bench", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert all(flag in result.stdout for flag in ("--device", "--precision", "--batch-size", "bf16", "cuda:N"))
+
+
+@NO_CUDA
+def test_cuda_device_without_cuda_fails_in_one_line():
+    result = subprocess.run(
+        [sys.executable, "-m", "framework.bench", "--quick", "--device", "cuda"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--device cuda: CUDA is not available" in lines[0], result.stderr
+
+
+def test_bf16_runs_on_cpu_and_says_so(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "framework.bench", "--quick", "--models", "cnn_cgmnist", "--variants",
+         "sum,mmpareto,torchjd_upgrad", "--precision", "bf16", "--batch-size", "6", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "device: cpu, precision: bf16" in result.stdout
+    assert "batch 6, cpu" in result.stderr and "precision bf16" in result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| cnn_cgmnist ")]
+    assert len(rows) == 3 and all(line.rstrip(" |").endswith("bf16") and "| cpu " in line for line in rows)
+    assert set(json.loads(out.read_text())["cnn_cgmnist"]) == {"sum", "mmpareto", "torchjd_upgrad"}
+    assert "mmpareto" in result.stdout.split("torchjd's own step")[0]
+
+
+@pytest.mark.parametrize("variant", ["mmpareto", "torchjd_upgrad"])
+def test_fp16_step_on_cpu_uses_the_grad_scaler(variant):
+    case = model_case("cnn_cgmnist", quick=True)
+    runner = make_runner(variant, case, build_model(case), torch.device("cpu"), Path("."), precision="16")
+    before = [p.detach().clone() for p in runner.model.parameters()]
+    runner.step()
+    assert all(torch.isfinite(p).all() for p in runner.model.parameters())
+    assert any(not torch.equal(p, b) for p, b in zip(runner.model.parameters(), before, strict=True))
+    assert all(p.dtype == torch.float32 for p in runner.model.parameters())
+
+
+def test_fp16_skips_the_reference_style_step():
+    from framework.bench.variants import precision_unsupported
+
+    assert precision_unsupported("32") == {}
+    assert "mmpareto_reference_style" in precision_unsupported("16")
+    assert "mmpareto_reference_style" not in precision_unsupported("bf16")
+
+
+@NO_CUDA
+def test_gpu_check_dry_run_without_a_gpu(tmp_path):
+    if not (ROOT / ".venv" / "bin" / "python").is_file():
+        pytest.skip("needs the venv (bash scripts/setup.sh)")
+    env = {**os.environ, "OUT": str(tmp_path), "GPU_CHECK_NO_SETUP": "1"}
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--dry-run"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert "gpu_check: no GPU (" in result.stdout and "dry run OK" in result.stdout
+    assert "--device cuda --precision bf16" in result.stdout  # what it would run
+    assert "skipped" in result.stdout and "device: cpu, precision: bf16" in result.stdout
+    assert "gpu_check: no GPU (" in (tmp_path / "gpu_check.log").read_text()
+
+
+@NO_CUDA
+def test_gpu_check_without_a_gpu_exits_2_in_one_line(tmp_path):
+    if not (ROOT / ".venv" / "bin" / "python").is_file():
+        pytest.skip("needs the venv (bash scripts/setup.sh)")
+    env = {**os.environ, "OUT": str(tmp_path), "GPU_CHECK_NO_SETUP": "1"}
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert result.stdout.strip().splitlines()[-1].startswith("gpu_check: no GPU (")
