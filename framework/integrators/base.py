@@ -112,6 +112,25 @@ class Decision:
     __hash__ = None  # type: ignore[assignment]
 
 
+def fetch_decisions(decisions: Sequence[Decision]) -> None:
+    """Read every decision's Gram matrix, weights and update norm to the host in one transfer."""
+    pending = [d for d in decisions if isinstance(d._update_norm, Tensor) or d._gram.device.type != "cpu"]
+    if not pending:
+        return
+    parts = [t for d in pending for t in (d._gram, d._weights, torch.as_tensor(d._update_norm, device=d._gram.device))]
+    if len({t.device for t in parts}) > 1:
+        return  # mixed devices: each is read on its first access
+    host = torch.cat([t.detach().to(torch.float64).reshape(-1) for t in parts]).cpu()
+    values = host.tolist()  # already on the host: no device wait
+    position = 0
+    for d in pending:
+        k = d._gram.shape[0]
+        d._gram = host[position : position + k * k].view(k, k)
+        d._weights = host[position + k * k : position + k * k + k]
+        d._update_norm = values[position + k * k + k]
+        position += k * k + k + 1
+
+
 U = TypeVar("U", Tensor, list[Tensor])
 
 

@@ -62,6 +62,7 @@ from ..metric_names import (
 )
 from ..data.base import MultimodalDataset
 from ..integrators import get_integrator
+from ..integrators.base import fetch_decisions
 from ..models.base import MultimodalModel
 from .gradients import GradientEngine
 from .noise import LossFn, covariance_trace_metrics, covariance_traces, probe_method
@@ -226,7 +227,10 @@ class GradientStatistics:
         if not decisions:
             return {}
         self.epoch.observe(decisions)
-        return step_metrics(decisions) if self.wants_step(step) else {}
+        if not self.wants_step(step):
+            return {}
+        fetch_decisions([d.decision for d in decisions])
+        return step_metrics(decisions)
 
     def noise(self, model: MultimodalModel, plan: GradientPlan, loss_fn: LossFn) -> dict[str, float]:
         """Covariance traces on the probe batch, on the groups and packs of the engine's ``plan``

@@ -225,3 +225,22 @@ def test_host_reads_of_one_engine_backward(name, modalities):
 @pytest.mark.parametrize("name", list(TRAIN_STEP))
 def test_host_reads_of_one_train_step(compose_cfg, name):
     assert train_step_reads(compose_cfg, name) == TRAIN_STEP[name]
+
+
+def test_a_logged_step_fetches_its_statistics_in_one_transfer():
+    """Every group's Gram matrix, weights and update norm come to the host in one transfer (``.cpu()``),
+    then one ``tolist`` of that host tensor (a read here on CPU, no device wait on CUDA)."""
+    from framework.integrators.base import fetch_decisions
+
+    decisions = []
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        grads = [[torch.randn(7, generator=g), torch.randn(3, 2, generator=g)] for _ in range(2)]
+        decisions.append(get_integrator("mmpareto").integrate(grads).decision)
+    with HostReads() as reads:
+        fetch_decisions(decisions)
+    assert reads.counts == {"cpu": 1, "tolist": 1}
+    with HostReads() as reads:
+        for d in decisions:
+            d.gram, d.weights, d.update_norm  # noqa: B018
+    assert reads.total == 0
