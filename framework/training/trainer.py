@@ -335,6 +335,7 @@ class Trainer:
         plain: dict[str, Any] | None = None  # floats, or detached device scalars (no host read)
         decisions = []
         engine = self.engine
+        scaled = self.precision.scaler is not None  # the scaler skips non-finite steps itself
         for phase in self.method.phases(self.state.epoch):
             if self.parallel is not None and engine.summed_step(need) and self.precision.name == "32":  # DDP
                 plain = self.parallel.summed_step(inputs, labels, self.loss, self.loss.detach_unimodal)
@@ -348,7 +349,6 @@ class Trainer:
                 if plain is None:
                     plain = {name: value.detach().to(torch.float64) for name, value in losses.items()}
                 losses = self.method.losses(view, losses)
-                scaled = self.precision.scaler is not None  # the scaler skips non-finite steps itself
                 if self.parallel is None and not scaled and not self._finite(losses.values()):
                     self._nonfinite(step, losses, "loss")
                     return plain
