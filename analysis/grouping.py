@@ -4,7 +4,7 @@ Runs group into *rows* by dataset, by the ``label`` tag (integrator and its non-
 hyper-parameters, or ``one_joint``) and by every other *swept* parameter: a parameter of the
 resolved config that takes more than one value among runs of the same label, leaving out the
 seed, parameters that just repeat the seed (``integrator.seed``) and bookkeeping
-(:mod:`framework.config_keys`: ``checkpoint.*``, ``tracking.*``...).
+(:mod:`framework.config.keys`: ``checkpoint.*``, ``tracking.*``...).
 
 Rows are ordered by label: ``one_joint`` first, then the integrators in the order of the
 registry (:data:`framework.integrators.INTEGRATORS`), then unknown labels alphabetically; a
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from framework.config_keys import is_bookkeeping
+from framework.config.keys import is_bookkeeping
 from framework.integrators import INTEGRATORS
 from framework.metric_names import MEAN, MULTIMODAL
 

@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
-from . import config_schema  # noqa: F401 - registers the config schema (conf/train.yaml: schema: train)
+from .config import schema  # noqa: F401 - registers the config schema (conf/train.yaml: schema: train)
 from . import metric_names as names
 from .config import build, trusted_targets
 from .integrators import get_integrator
@@ -39,7 +39,7 @@ from .training.job_lock import JobLock, JobLocked
 from .training.termination import EXIT_CODE as TERMINATED_EXIT_CODE
 from .training.termination import Terminated, sigterm_stops
 from .training.trainer import NonFiniteError, Trainer, TrainerSettings, resolve_device
-from .validation import validate
+from .config.validation import validate
 
 log = logging.getLogger("framework")
 

@@ -9,7 +9,7 @@ seed, the union of the ranks' shards is the global batch a single process trains
 ``R`` is.
 
 **Equal shards.** ``trainer.batch_size`` must be a multiple of ``R`` (checked by
-:func:`framework.validation.validate`). A last, partial global batch is trimmed to a multiple of
+:func:`framework.config.validation.validate`). A last, partial global batch is trimmed to a multiple of
 ``R`` (at most ``R - 1`` samples of the epoch left out; none for one process) and dropped if less
 than ``R`` samples remain. Every rank's shard of a step then has the same size, which is what
 makes the mean over ranks of the per-shard mean-loss gradients equal to the gradient of the global

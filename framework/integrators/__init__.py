@@ -23,7 +23,7 @@ from . import (  # noqa: F401
     imtl_g,
     aligned_mtl,
     gradvac,
-    config,
+    _config,
     graddrop,
     fairgrad,
     excess_mtl,

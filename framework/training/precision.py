@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..config_schema import PRECISIONS
+from ..config.schema import PRECISIONS
 
 _DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
 

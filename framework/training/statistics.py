@@ -88,14 +88,7 @@ class StatisticsSettings:
     noise_every: int = 200
     probe_size: int = 16
     probe_chunk: int | None = 4
-    probe_seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("log_every", "noise_every", "probe_size"):
-            if int(getattr(self, name)) < 0:
-                raise ValueError(f"statistics.{name} must be >= 0, got {getattr(self, name)}")
-        if self.probe_chunk is not None and int(self.probe_chunk) < 1:
-            raise ValueError(f"statistics.probe_chunk must be >= 1 or null, got {self.probe_chunk}")
+    probe_seed: int = 0  # ranges: framework.config.validation.check_trainer
 
 
 def step_metrics(decisions: list[GroupDecision]) -> dict[str, float]:

@@ -22,7 +22,6 @@ from torch import Tensor
 from tqdm import tqdm
 
 from .. import metric_names as names
-from ..config_schema import ON_NONFINITE
 from ..data.base import BatchSource, LoaderSettings, MultimodalDataset, Splits, num_batches, splits_to
 from ..data.sharding import sharded_eval_source, sharded_train_source
 from ..integrators import Integrator
@@ -60,8 +59,6 @@ class TrainerSettings:
         self.precision = str(self.precision)
         if not isinstance(self.statistics, StatisticsSettings):
             self.statistics = StatisticsSettings(**dict(self.statistics))
-        if self.on_nonfinite not in ON_NONFINITE:
-            raise ValueError(f"trainer.on_nonfinite={self.on_nonfinite!r}: valid values: {' | '.join(ON_NONFINITE)}")
 
 
 class NonFiniteError(FloatingPointError):

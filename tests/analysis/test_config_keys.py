@@ -1,4 +1,4 @@
-"""Bookkeeping keys (framework.config_keys) against the config and Hydra's checkpoint-folder list."""
+"""Bookkeeping keys (framework.config.keys) against the config and Hydra's checkpoint-folder list."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from framework.config_keys import BOOKKEEPING, is_bookkeeping
+from framework.config.keys import BOOKKEEPING, is_bookkeeping
 from framework.tracking import flatten
 
 CONF = Path(__file__).resolve().parents[2] / "conf"

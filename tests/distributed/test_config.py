@@ -8,7 +8,7 @@ import torch
 
 from framework.data.base import DatasetSpec, TensorMultimodalDataset, iterate_batches
 from framework.data.sharding import ShardedBatches, sharded_eval_batches, sharded_train_batches
-from framework.validation import ConfigError, validate
+from framework.config.validation import ConfigError, validate
 
 pytestmark = pytest.mark.distributed
 

@@ -21,7 +21,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from framework.main import train
-from framework.validation import ConfigError
+from framework.config.validation import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ("experiment=smoke", "dataset.train_size=64", "trainer.epochs=1", "trainer.statistics.noise_every=0")

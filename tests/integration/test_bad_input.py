@@ -20,7 +20,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from framework.main import one_line, train
-from framework.validation import ConfigError
+from framework.config.validation import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = "experiment=smoke"

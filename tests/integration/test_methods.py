@@ -85,7 +85,7 @@ def test_ogm_ge_with_the_multitask_loss_and_mmpareto(compose_cfg, tracking_uri):
     ],
 )
 def test_combinations_that_make_no_sense_are_one_line_errors(overrides, message, compose_cfg, tracking_uri):
-    from framework.validation import ConfigError, validate
+    from framework.config.validation import ConfigError, validate
 
     with pytest.raises(ConfigError) as error:
         validate(compose_cfg("experiment=smoke", *overrides))
@@ -158,7 +158,7 @@ def test_imbalance_sweep_covers_every_method_and_each_choice_composes_and_valida
     from omegaconf import OmegaConf
 
     from framework.main import run_label
-    from framework.validation import validate
+    from framework.config.validation import validate
 
     root = Path(__file__).resolve().parents[2]
     params = OmegaConf.load(root / "sweeps" / "imbalance.yaml").hydra.sweeper.params

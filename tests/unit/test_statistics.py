@@ -89,11 +89,17 @@ def test_epoch_summary_conflict_rate_and_norm_mean_and_spread():
     assert stats.summary() == {}
 
 
-def test_settings_reject_negative_values():
-    with pytest.raises(ValueError, match="noise_every"):
-        StatisticsSettings(noise_every=-1)
-    with pytest.raises(ValueError, match="probe_chunk"):
-        StatisticsSettings(probe_chunk=0)
+def test_settings_ranges_are_checked_by_validation():
+    from omegaconf import OmegaConf
+
+    from framework.config.schema import TrainerSchema
+    from framework.config.validation import ConfigError, check_trainer
+
+    for key, value in (("noise_every", -1), ("probe_chunk", 0)):
+        trainer = OmegaConf.structured(TrainerSchema)
+        trainer.statistics[key] = value
+        with pytest.raises(ConfigError, match=rf"trainer\.statistics\.{key}"):
+            check_trainer(trainer)
     assert TrainerSettings(statistics={"log_every": 3}).statistics == StatisticsSettings(log_every=3)
 
 

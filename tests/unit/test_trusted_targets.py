@@ -15,8 +15,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from framework.config import DEFAULT_TRUSTED_TARGETS, trusted_targets
-from framework.config_schema import TrainSchema
-from framework.validation import ConfigError, check_targets, import_failure
+from framework.config.schema import TrainSchema
+from framework.config.validation import ConfigError, check_targets, import_failure
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = "experiment=smoke"

@@ -6,7 +6,7 @@ every YAML file, experiment preset and command-line override is merged *into* it
 checks each typed key while Hydra composes: ``trainer.batch_size=abc`` or ``integrator.gamma=abc``
 fail there, naming the key. Ranges and cross-field rules (``batch_size >= 1``, a registered
 integrator, an available device, ...) are checked afterwards, in one place:
-:func:`framework.validation.validate`.
+:func:`framework.config.validation.validate`.
 
 The nodes of the config groups are *open*: they type the keys every option of the group has
 (``integrator``: ``name``, ``magnitude``, ``gamma``, ``rescale``; ``optimizer``: ``lr``; every
@@ -16,7 +16,7 @@ spells an open structured node as a dataclass that subclasses ``Dict[str, Any]``
 this is deprecated (omegaconf#663) but has no other spelling, so the warning is silenced here.
 Struct mode still refuses a new key from the command line without ``+``; with ``+``, a key the
 schema does not list under ``trainer``, ``tracking``, ``checkpoint`` or ``distributed`` is refused
-by :func:`framework.validation.check_known_keys`.
+by :func:`framework.config.validation.check_known_keys`.
 
 Registration happens when this module is imported (``framework.main`` imports it). Where it was
 not imported, ``optional`` makes Hydra compose without the schema (no type checks, same values).
@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional, Union  # noqa: UP035
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from .config import DEFAULT_TRUSTED_TARGETS
+from .targets import DEFAULT_TRUSTED_TARGETS
 
 warnings.filterwarnings("ignore", message=r"Class `\w+` subclasses `Dict`", category=UserWarning)
 

@@ -1,6 +1,6 @@
 """Every check of a composed config that types alone cannot make, in one place: :func:`validate`.
 
-Types are checked while Hydra composes (:mod:`framework.config_schema`); here come the ranges and
+Types are checked while Hydra composes (:mod:`framework.config.schema`); here come the ranges and
 cross-field rules: sizes and counts, a finite positive learning rate, an available device, a
 registered integrator whose parameters it accepts, a tracking URI with a known scheme, dataset
 files where a loader's inputs can be checked cheaply, trusted and importable ``_target_``\\ s, no
@@ -29,8 +29,8 @@ from urllib.parse import urlparse
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from .config import DEFAULT_TRUSTED_TARGETS, FRAMEWORK_KEYS, REQUIRED_TRUSTED_TARGET, trusted_targets
-from .config_schema import (
+from .targets import DEFAULT_TRUSTED_TARGETS, FRAMEWORK_KEYS, REQUIRED_TRUSTED_TARGET, trusted_targets
+from .schema import (
     PRECISIONS,
     ON_NONFINITE,
     CheckpointSchema,
@@ -408,7 +408,7 @@ def check_loss(loss: DictConfig) -> None:
 def check_integrator(integrator: DictConfig) -> None:
     """A finite ``gamma > 0``, then ``get_integrator``'s own one-line errors: an unknown name, parameter
     or parameter value."""
-    from .integrators import get_integrator
+    from ..integrators import get_integrator
 
     _number(integrator, "gamma", "integrator.", positive=True)
 
@@ -427,8 +427,8 @@ def check_method(method: DictConfig | None, loss: DictConfig, integrator: DictCo
     method makes sense with this loss and integrator (``Method.check_config``)."""
     if method is None:
         return
-    from .integrators import get_integrator
-    from .methods import get_method
+    from ..integrators import get_integrator
+    from ..methods import get_method
 
     params = OmegaConf.to_container(method, resolve=True)
     assert isinstance(params, dict)
@@ -463,7 +463,7 @@ def check_tracking(tracking: DictConfig) -> None:
 
 def check_dataset(dataset: DictConfig) -> None:
     """Cheap checks only: a dataset's ``root`` folder, the prepared files of the cached datasets."""
-    from .data.sources import _resolve
+    from ..data.sources import _resolve
 
     if "root" in dataset:
         root = dataset.root
@@ -501,7 +501,7 @@ def check_distributed(cfg: DictConfig) -> None:
     splits into equal shards, a device each rank can take, a backend that runs on it."""
     import torch
 
-    from .training.distributed import BACKENDS, world_size
+    from ..training.distributed import BACKENDS, world_size
 
     node = cfg.get("distributed") or {}
     backend = node.get("backend", "auto")
@@ -531,7 +531,7 @@ def check_distributed(cfg: DictConfig) -> None:
         raise fail("model.sync_bn", sync_bn, "torch's SyncBatchNorm runs on CUDA only; set false on CPU")
     method = cfg.get("method") or {}
     name = method.get("name", "none")
-    from .methods import METHODS
+    from ..methods import METHODS
 
     if name in METHODS and not METHODS[name].data_parallel:
         raise fail(

@@ -10,13 +10,13 @@ from omegaconf import DictConfig, OmegaConf
 
 DEFAULT_TRUSTED_TARGETS = ("framework.*", "torch.optim.*", "torch.nn.*")
 """The default ``trusted_targets``: ``fnmatch`` patterns of the ``_target_``\\ s a config may instantiate.
-The one copy: the schema's default (:mod:`framework.config_schema`) is made from it and
+The one copy: the schema's default (:mod:`framework.config.schema`) is made from it and
 ``conf/train.yaml`` states it for readers (``tests/unit/test_trusted_targets.py`` checks both).
 Users add their own packages with ``extra_trusted_targets``, never by restating this list."""
 
 REQUIRED_TRUSTED_TARGET = "framework.*"
 """The pattern ``trusted_targets`` must keep: without it the framework's own datasets, models and
-losses are refused (``framework.validation.check_trusted_targets``)."""
+losses are refused (``framework.config.validation.check_trusted_targets``)."""
 
 FRAMEWORK_KEYS = frozenset({"sync_bn"})
 """Keys of a ``_target_`` node that the framework reads itself and never passes to the target
