@@ -40,7 +40,7 @@ from mlflow.tracking import MlflowClient
 from framework.tracking import default_tracking_uri
 
 from . import figures
-from .claims import claim_checks
+from .claim_checks import claim_checks
 from .grouping import RunSet
 from .loading import SUMMARY_TAG, Filter, Histories, load_runs
 from .tables import Table, accuracy_table, conflict_table, decisions_table, noise_table, tables_per_block, write_tables

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from analysis.claims import HELD, NOT_HELD, NOT_MEASURED, claim_checks
+from analysis.claim_checks import claim_checks
+from analysis.claims import HELD, NOT_HELD, NOT_MEASURED
 from analysis.loading import Histories, load_runs
 
 SEEDS = (0, 1, 2)

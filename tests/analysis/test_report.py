@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from analysis.claims import HELD, NOT_HELD, claim_checks
+from analysis.claim_checks import claim_checks
+from analysis.claims import HELD, NOT_HELD
 from analysis.report import build_report, fill_writeup, main
 from analysis.loading import Filter, Histories, load_runs
 from analysis.tables import accuracy_table, conflict_table, noise_table, tables_per_block, write_tables
