@@ -183,8 +183,8 @@ def test_dataset_refuses_labels_that_do_not_fit_the_tasks():
 def test_prepare_caches_fashion_from_the_debian_layout(tmp_path, writers, monkeypatch):
     source = tmp_path / "usr-share-datasets-fashion-mnist"
     writers.write_fashion_debian(source, n_train=60, n_test=10)
-    monkeypatch.setattr(prepare, "FASHION_TOTAL", 70)
-    monkeypatch.setattr(prepare, "FASHION_PER_CLASS", 7)
+    monkeypatch.setattr(prepare.fashion_mnist, "FASHION_TOTAL", 70)
+    monkeypatch.setattr(prepare.fashion_mnist, "FASHION_PER_CLASS", 7)
     monkeypatch.setenv(prepare.FASHION_DIR_ENV, str(source))
     data = tmp_path / "data"
     assert prepare.prepare_fashion_mnist(data) == "debian"

