@@ -88,7 +88,7 @@ def test_a_batch_stored_before_its_error_is_not_sent_again(tmp_path, spool, monk
     tracker = tracking.RunTracker("e", "r", tracking_uri=f"sqlite:///{db}")
     flaky = Flaky(tracker.client, down=2)
     monkeypatch.setattr(tracker.client, "log_batch", flaky)
-    monkeypatch.setattr(tracking, "BACKOFF_START_S", 0.0)
+    monkeypatch.setattr(tracking.client, "BACKOFF_START_S", 0.0)
     tracker._backoff = 0.0
     tracker.log_metrics({"a": 1.0, "b": 2.0}, step=0)
     assert not tracker.flush()  # stored, but the answer was lost

@@ -1,5 +1,5 @@
 """The experiment's kind tag and the UI link that opens its runs table (MLflow 3.17's UI opens the
-browser's workflow type, GenAI until switched, whatever the tag says: see framework/tracking.py)."""
+browser's workflow type, GenAI until switched, whatever the tag says: see framework/tracking/ui.py)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 ``figures/grad_<group>.png`` has three panels: the cosine between each pair of losses over the
 training steps, the conflict rate per epoch, and the integrator's weight on each loss's gradient
-over the steps. :func:`framework.tracking.tracked_run` logs them as a run ends FINISHED.
+over the steps. :func:`framework.tracking.lifecycle.tracked_run` logs them as a run ends FINISHED.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from mlflow.entities import Metric
 
-from . import metric_names as names
+from .. import metric_names as names
 
 FOLDER = "figures"
 
