@@ -134,6 +134,7 @@ class Trainer:
         self.skipped_steps = 0  # steps of the current epoch skipped for non-finite values (skip_step)
         self.overflow_steps = 0  # steps of the current epoch the fp16 gradient scaler skipped
         self._skipped = False  # whether the last train_step was skipped
+        self._probe_tagged = ""
         if self.main and settings.batch_size > len(splits.train):
             log.warning(
                 "trainer.batch_size=%d is larger than the train split (%d samples): each epoch is one "
@@ -204,13 +205,26 @@ class Trainer:
                     self._check_parameters()  # never checkpoint a diverged model
                     self.save()
                 termination.stop_point()
-        self._tag_probe(self.statistics.probe_status)
+        if self.statistics.probe_status != self._probe_tagged:  # the probe turned itself off
+            self._tag_probe(self.statistics.probe_status)
         return self.results()
 
     def _tag_probe(self, status: str) -> None:
-        """Tag the run with how the covariance probe runs: vmap, loop (an RNN), or off."""
-        if self.main and self.tracker is not None:
+        """Tag the run with how the covariance probe runs: vmap, loop (an RNN), or off. The tag is
+        journaled first; a store that cannot take it now does not fail the run (replay sends it)."""
+        self._probe_tagged = status
+        if not self.main or self.tracker is None:
+            return
+        try:
             self.tracker.set_tags({NOISE_PROBE_TAG: status})
+        except Exception as error:  # a statistic never fails a run
+            log.warning(
+                "tag %s=%s not sent (%s: %s); it is in the run's journal",
+                NOISE_PROBE_TAG,
+                status,
+                type(error).__name__,
+                str(error).splitlines()[0] if str(error) else "",
+            )
 
     def _epoch_line(self, epoch: int, train: dict[str, float], val: dict[str, float], seconds: float) -> str:
         """One console line: the epoch's train losses, validation accuracy, conflict rate per group."""
