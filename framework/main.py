@@ -38,7 +38,8 @@ from .training.checkpoint import CheckpointWriteError, checkpoint_to_resume, res
 from .training.job_lock import JobLock, JobLocked
 from .training.termination import EXIT_CODE as TERMINATED_EXIT_CODE
 from .training.termination import Terminated, sigterm_stops
-from .training.trainer import NonFiniteError, Trainer, TrainerSettings, resolve_device
+from .training.settings import NonFiniteError, TrainerSettings, resolve_device
+from .training.trainer import Trainer
 from .config.validation import validate
 
 log = logging.getLogger("framework")

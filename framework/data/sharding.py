@@ -21,8 +21,9 @@ and the ranks' counts are summed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 from dataclasses import replace
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -37,6 +38,11 @@ from .base import (
     load_batches,
     loader_settings,
 )
+
+
+def _length(dataset: MultimodalDataset) -> int:
+    """``len(dataset)``: every dataset has one, but :class:`MultimodalDataset` does not declare ``__len__``."""
+    return len(cast(Sized, dataset))
 
 
 def shard_of(batch: Tensor, rank: int, world_size: int) -> Tensor:
@@ -81,6 +87,27 @@ class ShardedBatches:
             torch.randperm(self.size, generator=self.generator)  # ... or on the request after a full one
 
 
+def batch_source(
+    dataset: MultimodalDataset,
+    batch_size: int,
+    train: bool,
+    generator: torch.Generator | None,
+    loader: LoaderSettings | int | None,
+    device: torch.device | str | None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> BatchSource:
+    """The batches of ``dataset`` a trainer iterates, one epoch per ``iter()``: shuffled by
+    ``generator`` for training, in order for evaluation; this rank's shard of each global batch on
+    several ranks."""
+    if world_size == 1:
+        return BatchSource(dataset, batch_size, train, generator, loader, device)
+    if train:
+        assert generator is not None  # training shuffles
+        return sharded_train_source(dataset, batch_size, rank, world_size, generator, loader, device)
+    return sharded_eval_source(dataset, batch_size, rank, world_size, loader, device)
+
+
 def sharded_train_source(
     dataset: MultimodalDataset,
     batch_size: int,
@@ -93,7 +120,7 @@ def sharded_train_source(
     """:func:`sharded_train_batches` as a :class:`BatchSource` kept across epochs (persistent
     workers); each ``iter()`` is one epoch, drawn from ``generator`` by the same calls."""
     in_memory = isinstance(dataset, TensorMultimodalDataset)
-    sampler = ShardedBatches(len(dataset), batch_size, rank, world_size, generator, like_loader=not in_memory)
+    sampler = ShardedBatches(_length(dataset), batch_size, rank, world_size, generator, like_loader=not in_memory)
     return BatchSource(
         dataset, batch_size, True, generator, loader, device, batches=lambda: sampler, length=len(sampler)
     )
@@ -108,7 +135,7 @@ def sharded_eval_source(
     device: torch.device | str | None = None,
 ) -> BatchSource:
     """:func:`sharded_eval_batches` as a :class:`BatchSource` kept across evaluations."""
-    chunks = [c.tolist() for c in torch.arange(rank, len(dataset), world_size).split(batch_size)]
+    chunks = [c.tolist() for c in torch.arange(rank, _length(dataset), world_size).split(batch_size)]
     return BatchSource(dataset, batch_size, False, None, loader, device, batches=lambda: chunks, length=len(chunks))
 
 
@@ -123,15 +150,15 @@ def sharded_train_batches(
 ) -> Iterator[Batch]:
     """This rank's shard of each global training batch of one epoch (shuffled by ``generator``).
     ``num_workers``: an ``int`` (the old argument) or :class:`LoaderSettings` for ``device``."""
-    if isinstance(num_workers, LoaderSettings) and not isinstance(dataset, TensorMultimodalDataset):
-        settings = replace(loader_settings(num_workers, device), persistent_workers=False)
-        yield from sharded_train_source(dataset, batch_size, rank, world_size, generator, settings)
-        return
     if isinstance(dataset, TensorMultimodalDataset):
         for shard in ShardedBatches(len(dataset), batch_size, rank, world_size, generator, like_loader=False):
             yield dataset.batch(torch.tensor(shard, dtype=torch.long))
         return
-    sampler = ShardedBatches(len(dataset), batch_size, rank, world_size, generator, like_loader=True)
+    if isinstance(num_workers, LoaderSettings):
+        settings = replace(loader_settings(num_workers, device), persistent_workers=False)
+        yield from sharded_train_source(dataset, batch_size, rank, world_size, generator, settings)
+        return
+    sampler = ShardedBatches(_length(dataset), batch_size, rank, world_size, generator, like_loader=True)
     loader = DataLoader(dataset, batch_sampler=sampler, generator=generator, num_workers=num_workers)
     yield from load_batches(loader)
 
@@ -145,14 +172,13 @@ def sharded_eval_batches(
     device: torch.device | str | None = None,
 ) -> Iterator[Batch]:
     """Samples ``rank, rank + world_size, ...`` of ``dataset`` in order, in batches of ``batch_size``."""
-    if isinstance(num_workers, LoaderSettings) and not isinstance(dataset, TensorMultimodalDataset):
+    if isinstance(dataset, TensorMultimodalDataset):
+        for chunk in torch.arange(rank, len(dataset), world_size).split(batch_size):
+            yield dataset.batch(chunk)
+        return
+    if isinstance(num_workers, LoaderSettings):
         settings = replace(loader_settings(num_workers, device), persistent_workers=False)
         yield from sharded_eval_source(dataset, batch_size, rank, world_size, settings)
         return
-    indices = torch.arange(rank, len(dataset), world_size)
-    chunks = list(indices.split(batch_size))
-    if isinstance(dataset, TensorMultimodalDataset):
-        for chunk in chunks:
-            yield dataset.batch(chunk)
-        return
+    chunks = list(torch.arange(rank, _length(dataset), world_size).split(batch_size))
     yield from load_batches(DataLoader(dataset, batch_sampler=[c.tolist() for c in chunks], num_workers=num_workers))

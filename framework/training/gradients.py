@@ -44,7 +44,8 @@ from torch import Tensor
 
 from ..integrators import Integrator
 from ..integrators._kernels import foreach
-from .plan import GradientPlan, GroupDecision, leaf_tensors, make_plan
+from .grad_buffers import accumulate, add_up, filled
+from .plan import GradientPlan, GroupDecision, leaf_tensors, make_plan, uniform_scales
 
 if TYPE_CHECKING:
     from .distributed import GradientReducer
@@ -112,19 +113,6 @@ class GradientEngine:
         """Find which losses reach which groups, and pack losses with disjoint reach."""
         return make_plan(self.groups, self.head_params, features, losses)
 
-    def _uniform_scales(self, plan: GradientPlan) -> dict[str, float] | None:
-        """``{shared group: c}`` when the integrator's update there is ``c * sum_i g_i`` on every
-        shared group, else ``None``."""
-        scales: dict[str, float] = {}
-        for group in plan.groups:
-            if not plan.shared(group):
-                continue
-            weights = self.integrator.fixed_combination(len(plan.reach[group]))
-            if weights is None or not bool((weights == weights[0]).all()):
-                return None
-            scales[group] = float(weights[0])
-        return scales
-
     def summed_step(self, need_decisions: bool) -> bool:
         """Whether a step is one backward pass of the summed losses (then scaled by
         :meth:`scale_summed`): a uniform fixed combination, no statistics due, the plan known."""
@@ -146,7 +134,7 @@ class GradientEngine:
             others = self._fixed_others if self._fixed_others is not None else leaf_tensors(self.groups, losses)
             self.head_params = others
             plan = self.make_plan(features, losses)
-            self._plans[key] = (plan, self._uniform_scales(plan), others)
+            self._plans[key] = (plan, uniform_scales(plan, self.integrator), others)
         self.plan, self._summed_scales, self.head_params = self._plans[key]
         return self.plan
 
@@ -177,7 +165,7 @@ class GradientEngine:
             total = torch.stack([losses[n] for n in pack]).sum()
             outputs = torch.autograd.grad(total, feature_list + self.head_params, retain_graph=True, allow_unused=True)
             cotangents.append(outputs[: len(feature_list)])
-            _add_up(head_grads, outputs[len(feature_list) :])
+            add_up(head_grads, outputs[len(feature_list) :])
             if not separate:
                 self._pull_back_pack(plan, pack, feature_list, cotangents[-1], per_group, last)
         if separate:
@@ -194,13 +182,13 @@ class GradientEngine:
             total = torch.stack([losses[n] for n in pack]).sum()
             last = index == len(plan.packs) - 1
             grads = torch.autograd.grad(total, params + self.head_params, retain_graph=not last, allow_unused=True)
-            _add_up(head_grads, grads[len(params) :])
+            add_up(head_grads, grads[len(params) :])
             position = 0
             for group in groups:
                 group_params = self.groups[group]
                 chunk = grads[position : position + len(group_params)]
                 position += len(group_params)
-                per_group.setdefault(group, {})[plan.loss_of_pack(pack, group)] = _filled(chunk, group_params)
+                per_group.setdefault(group, {})[plan.loss_of_pack(pack, group)] = filled(chunk, group_params)
         return self._integrate_all(plan, losses, per_group, head_grads)
 
     def _integrate_all(
@@ -212,7 +200,7 @@ class GradientEngine:
     ) -> list[GroupDecision]:
         if self.reducer is not None:
             self._reduce(losses, per_group.values(), head_grads)
-        _accumulate(self.head_params, head_grads)
+        accumulate(self.head_params, head_grads)
         decisions: list[GroupDecision] = []
         for group, params in self.groups.items():
             decision = self._integrate(plan, group, params, per_group.get(group, {}))
@@ -243,7 +231,7 @@ class GradientEngine:
             group_params = self.groups[group]
             chunk = grads[position : position + len(group_params)]
             position += len(group_params)
-            per_group.setdefault(group, {})[plan.loss_of_pack(pack, group)] = _filled(chunk, group_params)
+            per_group.setdefault(group, {})[plan.loss_of_pack(pack, group)] = filled(chunk, group_params)
 
     def _reduce(self, losses: Mapping[str, Tensor], per_group: Any, extra: list[Tensor | None]) -> None:
         """One bucketed reduction: the ``extra`` gradients (the heads'), every per-loss gradient of
@@ -270,7 +258,7 @@ class GradientEngine:
         pull-backs, one reduction, then the integrations)."""
         assert plan.feature_groups is not None  # only called for separate trunks
         if self.reducer is None:
-            _accumulate(self.head_params, head_grads)
+            accumulate(self.head_params, head_grads)
         done: dict[str, GroupDecision] = {}
         reached: set[str] = set()
         held: dict[str, PerLoss] = {}
@@ -290,7 +278,7 @@ class GradientEngine:
                 grads = torch.autograd.grad(
                     features[name], params, cotangent, retain_graph=position < len(items) - 1, allow_unused=True
                 )
-                by_loss[loss] = _filled(grads, params)
+                by_loss[loss] = filled(grads, params)
             if self.reducer is not None:
                 held[group] = by_loss
                 continue
@@ -299,7 +287,7 @@ class GradientEngine:
                 done[group] = decision
         if self.reducer is not None:
             self._reduce(losses, held.values(), head_grads)
-            _accumulate(self.head_params, head_grads)
+            accumulate(self.head_params, head_grads)
             for group, by_loss in held.items():
                 decision = self._integrate(plan, group, self.groups[group], by_loss)
                 if decision is not None:
@@ -313,7 +301,7 @@ class GradientEngine:
         if not names:
             return None
         if len(names) == 1:
-            _accumulate(params, by_loss[names[0]])
+            accumulate(params, by_loss[names[0]])
             return None
         grads = [by_loss[n] for n in names]
         scale = self._loss_scale
@@ -321,12 +309,12 @@ class GradientEngine:
             flat = [g for per_loss in grads for g in per_loss]
             foreach.mul_(flat, scale.double().reciprocal().to(flat[0].dtype))
             if not bool(torch.stack([torch.isfinite(g).all() for g in flat]).all()):
-                _accumulate(params, [sum(gs) for gs in zip(*grads, strict=True)])  # the scaler skips the step
+                accumulate(params, [sum(gs) for gs in zip(*grads, strict=True)])  # the scaler skips the step
                 return None
         update, decision = self.integrator_for(group).integrate(grads, inplace=True)
         if scale is not None:
             foreach.mul_(update, scale.to(update[0].dtype))
-        _accumulate(params, update)
+        accumulate(params, update)
         return GroupDecision(group, names, decision)
 
     def _summed_backward(self, losses: Mapping[str, Tensor]) -> None:
@@ -346,25 +334,4 @@ class GradientEngine:
                 by_scale.setdefault(scale, []).extend(chunk)
         for scale, shared in by_scale.items():
             foreach.mul_(shared, scale)
-        _accumulate(params, grads)
-
-
-def _filled(grads: Sequence[Tensor | None], params: list[Tensor]) -> list[Tensor]:
-    return [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params, strict=True)]
-
-
-def _add_up(total: list[Tensor | None], grads: Sequence[Tensor | None]) -> None:
-    for i, g in enumerate(grads):
-        if g is not None:
-            total[i] = g if total[i] is None else total[i] + g
-
-
-def _accumulate(params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> None:
-    """``.grad += g`` where ``g`` is not ``None``, as ``Tensor.backward`` does."""
-    for p, g in zip(params, grads, strict=True):
-        if g is None:
-            continue
-        if p.grad is None:
-            p.grad = g
-        else:
-            p.grad.add_(g)
+        accumulate(params, grads)

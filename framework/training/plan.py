@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..integrators import Decision
+from ..integrators import Decision, Integrator
 
 
 @dataclass(frozen=True)
@@ -137,3 +137,17 @@ def leaf_tensors(groups: Mapping[str, list[Tensor]], losses: Mapping[str, Tensor
             found.setdefault(id(variable), variable)
         stack.extend(next_node for next_node, _ in node.next_functions)
     return list(found.values())
+
+
+def uniform_scales(plan: GradientPlan, integrator: Integrator) -> dict[str, float] | None:
+    """``{shared group: c}`` when the integrator's update there is ``c * sum_i g_i`` on every
+    shared group, else ``None``."""
+    scales: dict[str, float] = {}
+    for group in plan.groups:
+        if not plan.shared(group):
+            continue
+        weights = integrator.fixed_combination(len(plan.reach[group]))
+        if weights is None or not bool((weights == weights[0]).all()):
+            return None
+        scales[group] = float(weights[0])
+    return scales

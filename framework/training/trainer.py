@@ -13,7 +13,6 @@ import math
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,62 +22,23 @@ from tqdm import tqdm
 
 from .. import metric_names as names
 from ..data.base import BatchSource, LoaderSettings, MultimodalDataset, Splits, num_batches, splits_to
-from ..data.sharding import sharded_eval_source, sharded_train_source
+from ..data.sharding import batch_source
 from ..integrators import Integrator
-from ..losses import MultitaskLoss, head_labels
+from ..losses import MultitaskLoss
 from ..methods import EpochView, Method, StepView
-from ..models.base import MEAN, MultimodalModel
+from ..models.base import MultimodalModel
 from ..tracking import RunTracker
 from . import termination
 from .checkpoint import rng_state, save_checkpoint, set_rng_state
 from .distributed import DataParallel
 from .gradients import GradientEngine
+from .console import epoch_line
+from .evaluation import evaluate
 from .precision import Precision
-from .statistics import NOISE_PROBE_TAG, GradientStatistics, StatisticsSettings
+from .settings import NonFiniteError, TrainerSettings, TrainingState, all_finite
+from .statistics import NOISE_PROBE_TAG, GradientStatistics
 
 log = logging.getLogger("framework")
-
-
-@dataclass
-class TrainerSettings:
-    epochs: int = 8
-    batch_size: int = 64
-    eval_batch_size: int = 512
-    num_workers: int | None = None  # data loading (disk datasets); None: 0 on CPU, min(8, CPUs) on CUDA
-    pin_memory: bool | None = None  # None: on CUDA
-    persistent_workers: bool | None = None  # None: on CUDA, with workers
-    prefetch_factor: int | None = None  # None: 4 on CUDA, with workers
-    max_steps_per_epoch: int | None = None
-    checkpoint_every: int = 1
-    progress: bool | None = None
-    on_nonfinite: str = "stop"  # a non-finite loss or gradient: stop (NonFiniteError) | skip_step
-    precision: str = "32"  # 32 | bf16 | 16 (framework/training/precision.py)
-    statistics: StatisticsSettings = field(default_factory=StatisticsSettings)
-
-    def __post_init__(self) -> None:
-        self.precision = str(self.precision)
-        if not isinstance(self.statistics, StatisticsSettings):
-            self.statistics = StatisticsSettings(**dict(self.statistics))
-
-
-class NonFiniteError(FloatingPointError):
-    """A training step met a non-finite loss or gradient under ``trainer.on_nonfinite=stop``."""
-
-
-@dataclass
-class TrainingState:
-    epoch: int = 0
-    step: int = 0
-    best_epoch: int = -1
-    best_val: float = -1.0
-    best_test: dict[str, float] = field(default_factory=dict)
-    last_test: dict[str, float] = field(default_factory=dict)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _to(batch: dict[str, Tensor], labels: Tensor, device: torch.device) -> tuple[dict[str, Tensor], Tensor]:
@@ -198,7 +158,8 @@ class Trainer:
                 self.state.epoch += 1
                 self._log(metrics, epoch)
                 if self.main:
-                    log.info(self._epoch_line(epoch, train_metrics, val, time.perf_counter() - started))
+                    seconds = time.perf_counter() - started
+                    log.info(epoch_line(epoch, self.settings.epochs, train_metrics, val[self.selection], seconds))
                 if self.tracker:
                     self.tracker.flush()
                 if self.state.epoch % self.settings.checkpoint_every == 0 or self.state.epoch == self.settings.epochs:
@@ -218,24 +179,7 @@ class Trainer:
         try:
             self.tracker.set_tags({NOISE_PROBE_TAG: status})
         except Exception as error:  # a statistic never fails a run
-            log.warning(
-                "tag %s=%s not sent (%s: %s); it is in the run's journal",
-                NOISE_PROBE_TAG,
-                status,
-                type(error).__name__,
-                str(error).splitlines()[0] if str(error) else "",
-            )
-
-    def _epoch_line(self, epoch: int, train: dict[str, float], val: dict[str, float], seconds: float) -> str:
-        """One console line: the epoch's train losses, validation accuracy, conflict rate per group."""
-        prefix = names.train_loss("")
-        losses = " ".join(f"{key[len(prefix) :]} {value:.3f}" for key, value in train.items() if key.startswith(prefix))
-        suffix = f"/{names.CONFLICT_RATE}"
-        conflicts = " ".join(
-            f"{key[len('grad/') : -len(suffix)]} {value:.2f}" for key, value in train.items() if key.endswith(suffix)
-        )
-        line = f"epoch {epoch + 1}/{self.settings.epochs}  loss {losses}  val acc {val[self.selection]:.4f}"
-        return line + (f"  conflict rate {conflicts}" if conflicts else "") + f"  ({seconds:.1f} s)"
+            log.warning("tag %s=%s not sent (%s); it is in the run's journal", NOISE_PROBE_TAG, status, type(error))
 
     def results(self) -> dict[str, float]:
         out = {
@@ -305,22 +249,13 @@ class Trainer:
         return self._source(dataset, train=False)
 
     def _source(self, dataset: MultimodalDataset, train: bool) -> BatchSource:
-        """The batches of ``dataset``, one epoch per ``iter()``: this rank's shard, shuffled by the
-        trainer's generator for training, in order for evaluation."""
+        """The batches of ``dataset`` (this rank's shard), kept across epochs."""
         key = (id(dataset), train)
         if key not in self._sources:
             size = self.settings.batch_size if train else self.settings.eval_batch_size
-            shuffle = self.shuffle if train else None
-            if self.parallel is None:
-                source = BatchSource(dataset, size, train, shuffle, self.loader, self.device)
-            elif train:
-                rank, world = self.parallel.rank, self.world_size
-                source = sharded_train_source(dataset, size, rank, world, self.shuffle, self.loader, self.device)
-            else:
-                source = sharded_eval_source(
-                    dataset, size, self.parallel.rank, self.world_size, self.loader, self.device
-                )
-            self._sources[key] = source
+            rank, world = (self.parallel.rank, self.world_size) if self.parallel is not None else (0, 1)
+            generator = self.shuffle if train else None
+            self._sources[key] = batch_source(dataset, size, train, generator, self.loader, self.device, rank, world)
         return self._sources[key]
 
     def _skipped_samples(self) -> dict[str, int]:
@@ -360,7 +295,7 @@ class Trainer:
                 if plain is None:
                     plain = {name: value.detach().to(torch.float64) for name, value in losses.items()}
                 losses = self.method.losses(view, losses)
-                if self.parallel is None and not scaled and not self._finite(losses.values()):
+                if self.parallel is None and not scaled and not all_finite(losses.values()):
                     self._nonfinite(step, losses, "loss")
                     return plain
                 decisions += engine.backward(features, losses, need, self.precision.loss_scale())
@@ -372,7 +307,7 @@ class Trainer:
             if self.parallel is not None and not all(math.isfinite(v) for v in plain.values()):
                 self._nonfinite(step, plain, "loss")
                 return plain
-            if not scaled and not self._finite(p.grad for p in self.model.parameters() if p.grad is not None):
+            if not scaled and not all_finite(p.grad for p in self.model.parameters() if p.grad is not None):
                 self._nonfinite(step, plain, "gradient")
                 return plain
             if not self.precision.step(self.optimizer):
@@ -385,11 +320,6 @@ class Trainer:
             metrics.update(self.statistics.noise(self.model, engine.plan, self.loss))
         self._log(metrics, step)
         return plain or {}
-
-    @staticmethod
-    def _finite(tensors: Any) -> bool:
-        checks = [torch.isfinite(t.detach()).all() for t in tensors]
-        return bool(torch.stack(checks).all()) if checks else True
 
     def _nonfinite(self, step: int, losses: dict[str, Tensor] | dict[str, float], what: str) -> None:
         """``stop``: raise :class:`NonFiniteError`; ``skip_step``: drop the gradients, no update."""
@@ -404,32 +334,16 @@ class Trainer:
         )
 
     def _check_parameters(self) -> None:
-        if not self._finite(p for p in self.model.parameters()):
+        if not all_finite(p for p in self.model.parameters()):
             raise NonFiniteError(
                 f"non-finite parameters after step {self.state.step - 1} (epoch {self.state.epoch - 1}): "
                 "the run diverged; the last checkpoint is from before it"
             )
 
-    @torch.no_grad()
     def evaluate(self, dataset: MultimodalDataset) -> dict[str, float]:
-        self.model.eval()
-        correct: dict[str, int] = defaultdict(int)
-        seen = 0
-        for inputs, labels in self._eval_batches(dataset):
-            inputs, labels = _to(inputs, labels, self.device)
-            with self.precision.autocast():
-                outputs = self.method.predict(self.model(inputs))
-            targets = head_labels(labels, tuple(outputs))
-            for head, logits in outputs.items():
-                correct[head] += int((logits.argmax(dim=1) == targets[head]).sum())
-            seen += labels.shape[0]
-        if self.parallel is not None:  # every rank evaluated its share: one sum of the counts
-            *counts, total = self.parallel.context.sum([*(correct[h] for h in self.heads), seen])
-            correct, seen = defaultdict(int, zip(self.heads, (int(c) for c in counts), strict=True)), int(total)
-        accuracy = {head: correct[head] / max(seen, 1) for head in self.heads}
-        if self.selection == MEAN:
-            accuracy[MEAN] = sum(accuracy.values()) / len(accuracy)
-        return accuracy
+        batches = (_to(inputs, labels, self.device) for inputs, labels in self._eval_batches(dataset))
+        context = self.parallel.context if self.parallel is not None else None
+        return evaluate(self.model, self.method, batches, self.precision, self.heads, self.selection, context)
 
     def _log(self, metrics: dict[str, float], step: int) -> None:
         if self.tracker is not None and metrics:

@@ -1,0 +1,29 @@
+"""Per-tensor gradient lists as the engine fills them: ``None`` where a loss does not reach a tensor."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+def filled(grads: Sequence[Tensor | None], params: list[Tensor]) -> list[Tensor]:
+    return [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params, strict=True)]
+
+
+def add_up(total: list[Tensor | None], grads: Sequence[Tensor | None]) -> None:
+    for i, g in enumerate(grads):
+        if g is not None:
+            total[i] = g if total[i] is None else total[i] + g
+
+
+def accumulate(params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> None:
+    """``.grad += g`` where ``g`` is not ``None``, as ``Tensor.backward`` does."""
+    for p, g in zip(params, grads, strict=True):
+        if g is None:
+            continue
+        if p.grad is None:
+            p.grad = g
+        else:
+            p.grad.add_(g)
