@@ -105,7 +105,7 @@ class ClaimChecker:
         claim: int,
         statement: str,
         comparisons: list[Comparison],
-        notes: list[str] = (),
+        notes: Sequence[str] = (),
         verdict: str | None = None,
     ) -> ClaimResult:
         return ClaimResult(
@@ -255,7 +255,7 @@ class ClaimChecker:
             losses = {m: mean_std([r.metrics.get(train_loss(m), math.nan) for r in runs])[0] for m in modalities}
             losses = {m: v for m, v in losses.items() if not math.isnan(v)}
             if losses:
-                weak = max(losses, key=losses.get)
+                weak = max(losses, key=losses.__getitem__)
                 text = ", ".join(f"{m} {v:.3f}" for m, v in sorted(losses.items()))
                 return weak, f"weaker {self.kind}: {weak} (final unimodal training loss under {label}: {text})"
         return None, f"weaker {self.kind}: undetermined (no one_joint or sum runs with unimodal losses)"

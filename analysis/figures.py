@@ -49,8 +49,7 @@ def _mean_series(frames: list[pd.DataFrame]) -> pd.Series:
 
 
 def _steps_per_epoch(histories: Histories, runs: list[RunRecord], key: str) -> float | None:
-    values = [histories.steps_per_epoch(r, key) for r in runs]
-    values = [v for v in values if v]
+    values = [v for v in (histories.steps_per_epoch(r, key) for r in runs) if v]
     return float(np.median(values)) if values else None
 
 

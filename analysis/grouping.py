@@ -87,7 +87,7 @@ class RunSet:
         for r in self.runs:
             key = (order.get(r.experiment, len(order)), r.dataset)
             first[r.dataset] = min(first.get(r.dataset, key), key)
-        return sorted(first, key=first.get)
+        return sorted(first, key=first.__getitem__)
 
     def in_dataset(self, dataset: str) -> list[RunRecord]:
         return [r for r in self.runs if r.dataset == dataset]

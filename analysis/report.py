@@ -30,6 +30,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,7 +129,7 @@ class Report:
         )
 
 
-def build_report(client: MlflowClient, experiments: list[str], out: Path, filters: list[Filter] = ()) -> Report:
+def build_report(client: MlflowClient, experiments: list[str], out: Path, filters: Sequence[Filter] = ()) -> Report:
     out.mkdir(parents=True, exist_ok=True)
     runset = load_runs(client, experiments, filters)
     histories = Histories(client)

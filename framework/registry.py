@@ -73,7 +73,7 @@ class Registry(MutableMapping[str, E], Generic[E]):
             )
 
 
-def parameters_of(cls: type) -> list[str]:
+def parameters_of(cls: type[object]) -> list[str]:
     """The keyword parameters of ``cls``'s constructor, in order (``self`` and ``*args`` left out)."""
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     signature = inspect.signature(cls.__init__)

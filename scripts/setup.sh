@@ -11,7 +11,7 @@ stamp=.venv/.installed-$(cat requirements.lock pyproject.toml | sha256sum | cut 
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -r requirements.lock
-  .venv/bin/python -m pip install -q --no-deps -e '.[lightning,docs]'  # the extras' pins are in requirements.lock
+  .venv/bin/python -m pip install -q --no-deps -e '.[lightning,docs,dev]'  # the extras' pins are in requirements.lock
   .venv/bin/python -m pip check
   rm -f .venv/.installed-*
   touch "$stamp"

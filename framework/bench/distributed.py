@@ -64,7 +64,7 @@ class _Runner:
         self.model = copy.deepcopy(template)
         self.model.train()
         self.parallel = DataParallel(context, self.model)
-        self.engine = GradientEngine(self.model, get_integrator(variant), reducer=self.parallel.reducer)  # type: ignore[arg-type]
+        self.engine = GradientEngine(self.model, get_integrator(variant), reducer=self.parallel.reducer)
         self.optimizer = make_optimizer(self.model)
         self.loss = MultitaskLoss()
         self.inputs, self.labels = inputs, labels

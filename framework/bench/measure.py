@@ -64,7 +64,7 @@ def measure_peak_mb(fn: Callable[[], None], held_bytes: Callable[[], int], devic
         e
         for e in prof.profiler.kineto_results.events()
         if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU
-    ]  # type: ignore[union-attr]
+    ]
     events.sort(key=lambda e: e.start_ns())
     live = peak = 0
     for e in events:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +14,11 @@ from torch import Tensor
 
 from ..losses import MultitaskLoss
 from ..models.base import MULTIMODAL, MultimodalModel
+
+
+def _grad(p: Tensor) -> Tensor:
+    assert p.grad is not None  # read after a backward that reaches every parameter of the group
+    return p.grad
 
 
 def two_vector_weight(v11: float, v12: float, v22: float) -> float:
@@ -68,7 +75,7 @@ def reference_style_step(
             value.backward(retain_graph=True)
             for group, modality in groups.items():
                 if name in (MULTIMODAL, modality):
-                    record = {n: p.grad.data.clone() for n, p in named[group]}
+                    record = {n: _grad(p).data.clone() for n, p in named[group]}
                     record["concat"] = torch.cat([record[n].flatten() for n, _ in named[group]])
                     grads[group][name] = record
             optimizer.zero_grad(set_to_none=True)
@@ -80,7 +87,7 @@ def reference_style_step(
                 weights[group] = [0.5, 0.5]
             else:
                 weights[group] = min_norm_2d([list(grads[group][t].values()) for t in tasks])
-        total = sum(losses.values())
+        total = functools.reduce(operator.add, losses.values())
         total.backward()
         for n, p in model.named_parameters():
             if p.grad is None or n not in group_of:

@@ -93,5 +93,9 @@ def stats_runner(setup: Setup) -> Runner:
 
     runner.amortised_ms = amortised
     runner.extra_peak_mb = probe_peak
-    runner.close = lambda: tracker.end()
+
+    def close() -> None:
+        tracker.end()
+
+    runner.close = close
     return runner

@@ -32,8 +32,8 @@ def torchjd_step(
 
     amp = amp if amp is not None else Precision("32", inputs[next(iter(inputs))].device)
     shared = [p for params in model.parameter_groups().values() for p in params]
-    heads = {MULTIMODAL: list(model.fusion_head.parameters())}
-    heads.update({m: list(model.unimodal_heads[m].parameters()) for m in model.modalities})
+    heads = {MULTIMODAL: list(model.get_submodule("fusion_head").parameters())}
+    heads.update({m: list(model.get_submodule(f"unimodal_heads.{m}").parameters()) for m in model.modalities})
 
     # under autocast torch's vmapped backward of a convolution mixes float32 and the autocast dtype
     # ("expected scalar type BFloat16 but found Float"): torchjd then takes one backward per loss

@@ -103,12 +103,12 @@ def _downscaled(width: int, height: int, max_side: int | None) -> tuple[int, int
 
 def _decode(path: str, stored: str, size: int, max_side: int | None) -> np.ndarray:
     if stored == "resized":
-        img = images.decode_image(path, size, "none").resize((size, size), Image.BILINEAR)
+        img = images.decode_image(path, size, "none").resize((size, size), Image.Resampling.BILINEAR)
     else:
         img = images.decode_image(path, size, "crop_flip")
         target = _downscaled(*img.size, max_side)
         if target != img.size:
-            img = img.resize(target, Image.BILINEAR)
+            img = img.resize(target, Image.Resampling.BILINEAR)
     return np.asarray(img, dtype=np.uint8)
 
 

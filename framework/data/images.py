@@ -108,9 +108,9 @@ def transform_image(img: Image.Image, size: int, augment: str = "none", normaliz
     then to a tensor. Randomness from torch's global generator."""
     if augment == "crop_flip":
         img = img.crop(random_resized_crop_box(*img.size))  # resizing with box= would blend in pixels outside it
-    img = img.resize((size, size), Image.BILINEAR)
+    img = img.resize((size, size), Image.Resampling.BILINEAR)
     if augment != "none" and _rand() < 0.5:
-        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return to_tensor(img, normalize)
 
 

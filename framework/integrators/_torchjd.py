@@ -134,7 +134,9 @@ class MatrixWeightingIntegrator(_TorchJDIntegrator):
     def weights(self, gram: Tensor) -> Tensor:
         raise TypeError(f"{self.name}: weights need the gradient matrix, not only its Gram matrix")
 
-    def direction(self, grads: TensorLists, grams: Tensor, inplace: bool) -> tuple[list[Tensor], float, Tensor]:
+    def direction(
+        self, grads: TensorLists, grams: Tensor, inplace: bool
+    ) -> tuple[list[Tensor], Tensor | float, Tensor]:
         matrix = group_matrix(grads)
         weights = self._call(matrix).double().cpu()
         del matrix
@@ -148,7 +150,9 @@ class MatrixAggregatorIntegrator(_TorchJDIntegrator):
     def weights(self, gram: Tensor) -> Tensor:
         raise TypeError(f"{self.name}: this method is not a weighting of the gradients")
 
-    def direction(self, grads: TensorLists, grams: Tensor, inplace: bool) -> tuple[list[Tensor], float, Tensor]:
+    def direction(
+        self, grads: TensorLists, grams: Tensor, inplace: bool
+    ) -> tuple[list[Tensor], Tensor | float, Tensor]:
         matrix = group_matrix(grads)
         vector = self._call(matrix)
         inner = (matrix.double() @ vector.double()).cpu()

@@ -161,7 +161,7 @@ class Integrator(ABC):
     name: ClassVar[str] = ""
     label_params: ClassVar[tuple[str, ...] | None] = None
     """Hyperparameters a run label shows when changed from their default (``None``: all)."""
-    scale_degree: ClassVar[int | None] = 1
+    scale_degree: int | None = 1
     """``h`` with ``update(c * g) = c**h * update(g)`` for ``c > 0`` (1 for most methods; 0 for
     Nash-MTL, whose update does not depend on the gradients' scale; ``None``: neither)."""
     per_group_state: ClassVar[bool] = False
@@ -234,7 +234,9 @@ class Integrator(ABC):
         """The integrator a parameter group uses: ``self``, or a fresh copy when state is per group."""
         return copy.deepcopy(self) if self.per_group_state else self
 
-    def direction(self, grads: TensorLists, grams: Tensor, inplace: bool) -> tuple[list[Tensor], float, Tensor]:
+    def direction(
+        self, grads: TensorLists, grams: Tensor, inplace: bool
+    ) -> tuple[list[Tensor], Tensor | float, Tensor]:
         """``(base, factor, weights)``: the direction is ``factor * base`` (per tensor), and ``weights``
         its coefficients on the gradients. ``base`` may live in ``grads[0]`` when ``inplace``."""
         k = len(grads)
@@ -269,7 +271,9 @@ class Integrator(ABC):
         base, factor, weights = self.direction(grads, grams, inplace)
         weights = weights.to(grams.device, torch.float64)
         events = self._take_events()
-        direction_norms = robust_norms(base).to(grams.device) * abs(factor)
+        direction_norms = robust_norms(base).to(grams.device) * (
+            factor.abs() if isinstance(factor, Tensor) else abs(factor)
+        )
         if self.magnitude is None:
             scale_(base, factor)
             return Integration(base, _decision(grams, weights, direction_norms, events))

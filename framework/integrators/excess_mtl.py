@@ -33,7 +33,7 @@ class ExcessMTL(MatrixWeightingIntegrator):
     call's excess risks, which set the weights' first step, grow with the gradients.
     """
 
-    scale_degree: ClassVar[int | None] = None
+    scale_degree: int | None = None
     per_group_state: ClassVar[bool] = True
 
     def __init__(self, robust_step_size: float = 1.0, n_warmup_steps: int = 1) -> None:

@@ -68,10 +68,10 @@ def min_norm_weights(gram: Tensor) -> Tensor:
         a = two_vector_weight_tensor(g[0, 0], g[0, 1], g[1, 1])
         return torch.stack([a, 1.0 - a])
     # Three or more losses: the exact solver enumerates supports in numpy, one read of the Gram matrix.
-    g = gram.detach().double().cpu().numpy()
+    host = gram.detach().double().cpu().numpy()
     if k > MAX_EXACT_LOSSES:
         raise ValueError(f"min-norm solver supports at most {MAX_EXACT_LOSSES} losses per group, got {k}")
-    return torch.from_numpy(_enumerate_supports(g))
+    return torch.from_numpy(_enumerate_supports(host))
 
 
 def _enumerate_supports(g: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ class MoDo(GramianWeightingIntegrator):
     one per group). Not scale-equivariant: the step on the weights is ``lr`` times the Gram matrix.
     """
 
-    scale_degree: ClassVar[int | None] = None
+    scale_degree: int | None = None
     per_group_state: ClassVar[bool] = True
 
     def __init__(self, lr: float = 0.1, rho: float = 0.1) -> None:

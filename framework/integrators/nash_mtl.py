@@ -55,8 +55,9 @@ class NashMTL(GramianWeightingIntegrator):
     steps per epoch), so that a run shows how often Nash-MTL did not bargain.
     """
 
-    scale_degree: ClassVar[int | None] = None
+    scale_degree: int | None = None
     per_group_state: ClassVar[bool] = True
+    module: Any  # torchjd's NashMTL weighting (a private class: n_tasks, step, alpha_param, prob)
 
     def __init__(self, max_norm: float = 1.0, update_weights_every: int = 1, optim_niter: int = 20) -> None:
         self.max_norm = float(max_norm)

@@ -24,13 +24,17 @@ class TrimmedMean(MatrixAggregatorIntegrator):
     ``(k - 1) // 2``: the coordinate-wise median (for ``k = 2``, the mean).
     """
 
+    module: TorchjdTrimmedMean
+
     def __init__(self, trim_number: int | None = None) -> None:
         if trim_number is not None and int(trim_number) < 0:
             raise ValueError(f"trimmed_mean: trim_number must be >= 0 or null, got {trim_number}")
         self.trim_number = None if trim_number is None else int(trim_number)
         self._use(TorchjdTrimmedMean(trim_number=0))
 
-    def direction(self, grads: TensorLists, grams: Tensor, inplace: bool) -> tuple[list[Tensor], float, Tensor]:
+    def direction(
+        self, grads: TensorLists, grams: Tensor, inplace: bool
+    ) -> tuple[list[Tensor], Tensor | float, Tensor]:
         k = len(grads)
         trim = (k - 1) // 2 if self.trim_number is None else self.trim_number
         if 2 * trim + 1 > k:

@@ -147,7 +147,7 @@ class AGM(Method):
             self.scales = coefficients
         fused = sum(_ScaleGradient.apply(r, self.scales[m]) for m, r in responses.items())
         self._decisions = {names.method_decision(names.SCORE, m): s for m, s in scores.items()}
-        return {**view.logits, MULTIMODAL: fused}  # type: ignore[dict-item]
+        return {**view.logits, MULTIMODAL: fused}
 
     def after_backward(self, view: StepView) -> None:
         modalities = tuple(view.features)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import metric_names as names
-from ..models.base import MultimodalModel
+from ..models.base import MultimodalModel, int_attribute
 from ..models.fusion import ConcatFusion
 from .base import EpochView, Method, MethodError, StepView, mean_head_losses
 from .registry import register
@@ -63,7 +63,7 @@ def fusion_slices(model: MultimodalModel) -> nn.ModuleDict:
         )
     slices, start = {}, 0
     for m in model.modalities:
-        width = int(heads[m].in_features)
+        width = int_attribute(heads[m], "in_features")
         slices[m] = FusionSlice(head, start, start + width, len(model.modalities))
         start += width
     return nn.ModuleDict(slices)

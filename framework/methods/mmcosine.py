@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import operator
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import metric_names as names
-from ..models.base import MultimodalModel
+from ..models.base import MultimodalModel, int_attribute
 from ..models.fusion import ConcatFusion
 from .base import Method, MethodError, StepView
 from .registry import register
@@ -24,7 +27,7 @@ class CosineFusionHead(nn.Module):
         self.last: dict[str, Tensor] = {}
 
     def forward(self, fused: Tensor) -> Tensor:
-        out, start = 0, 0
+        start = 0
         self.last = {}
         for m, d in self.dims.items():
             block = (
@@ -32,9 +35,8 @@ class CosineFusionHead(nn.Module):
                 @ F.normalize(self.weight[:, start : start + d], dim=1).T
             )
             self.last[m] = block * self.scaling
-            out = out + self.last[m]
             start += d
-        return out  # type: ignore[return-value]
+        return functools.reduce(operator.add, self.last.values())
 
 
 @register("mmcosine")
@@ -68,7 +70,7 @@ class MMCosine(Method):
                 f"method=mmcosine needs concatenation fusion and a linear fusion head (model/fusion=concat); "
                 f"this model has {type(fusion).__name__} and {type(head).__name__}"
             )
-        dims = {m: int(model.encoders[m].out_dim) for m in model.modalities}
+        dims = {m: int_attribute(model.get_submodule(f"encoders.{m}"), "out_dim") for m in model.modalities}
         self.head = CosineFusionHead(head.weight, dims, self.scaling).to(head.weight.device)
         model.fusion_head = self.head
         return model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -46,6 +47,13 @@ class MultimodalModel(nn.Module, ABC):
 
     def forward(self, inputs: dict[str, Tensor], detach_unimodal: bool = False) -> dict[str, Tensor]:
         return self.classify(self.encode(inputs), detach_unimodal=detach_unimodal)
+
+
+def int_attribute(module: nn.Module, name: str) -> int:
+    """``int(module.<name>)``: a size a module exposes (``out_dim``, ``in_features``), which
+    ``nn.Module``'s attribute lookup types as ``Tensor | Module``."""
+    value: Any = getattr(module, name)
+    return int(value)
 
 
 def fusion_and_unimodal_logits(

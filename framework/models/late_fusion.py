@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from torch import Tensor, nn
 
 from ..data.base import DatasetSpec
-from .base import MultimodalModel, fusion_and_unimodal_logits
+from .base import MultimodalModel, fusion_and_unimodal_logits, int_attribute
 
 EncoderFactory = Callable[..., nn.Module]
 
@@ -35,9 +35,9 @@ class LateFusionModel(MultimodalModel):
         self.encoders = nn.ModuleDict(
             {m: overrides.get(m, encoder)(input_shape=tuple(shape)) for m, shape in spec.modalities.items()}
         )
-        dims = {m: int(e.out_dim) for m, e in self.encoders.items()}
+        dims = {m: int_attribute(e, "out_dim") for m, e in self.encoders.items()}
         self.fusion = fusion(in_dims=dims)
-        self.fusion_head = nn.Linear(self.fusion.out_dim, spec.num_classes)
+        self.fusion_head = nn.Linear(int_attribute(self.fusion, "out_dim"), spec.num_classes)
         self.unimodal_heads = nn.ModuleDict({m: nn.Linear(d, spec.num_classes) for m, d in dims.items()})
 
     def encode(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:

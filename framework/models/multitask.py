@@ -15,11 +15,12 @@ named stages in order (what ``group_by=stage`` groups).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import cast
 
 from torch import Tensor, nn
 
 from ..data.base import DatasetSpec
-from .base import MEAN, MultimodalModel
+from .base import MEAN, MultimodalModel, int_attribute
 from .resnet import ResNet18Encoder
 
 GROUP_BY = ("trunk", "stage")
@@ -101,11 +102,11 @@ class MultitaskModel(MultimodalModel):
         if group_by == "stage":
             if not callable(getattr(self.trunk, "stages", None)):
                 raise ValueError(f"model.group_by='stage': the trunk {type(self.trunk).__name__} has no stages()")
-            staged = {id(p) for stage in self.trunk.stages().values() for p in stage.parameters()}
+            staged = {id(p) for stage in _stages(self.trunk).values() for p in stage.parameters()}
             if staged != {id(p) for p in self.trunk.parameters()}:
                 name = type(self.trunk).__name__
                 raise ValueError(f"model.group_by='stage': the stages of {name} miss some of its parameters")
-        dim = int(self.trunk.out_dim)
+        dim = int_attribute(self.trunk, "out_dim")
         self.task_heads = nn.ModuleDict({t: _head(dim, classes, head_hidden) for t, classes in tasks.items()})
 
     @property
@@ -133,8 +134,14 @@ class MultitaskModel(MultimodalModel):
             return {TRUNK: [p for p in self.trunk.parameters() if p.requires_grad]}
         return {
             f"{TRUNK}.{name}": [p for p in stage.parameters() if p.requires_grad]
-            for name, stage in self.trunk.stages().items()
+            for name, stage in _stages(self.trunk).items()
         }
+
+
+def _stages(trunk: nn.Module) -> dict[str, nn.Module]:
+    """``trunk.stages()``, the trunk's parameter groups in order (checked to exist at construction)."""
+    # nn.Module's attribute lookup types the method as Tensor | Module
+    return cast(Callable[[], dict[str, nn.Module]], trunk.stages)()
 
 
 def _head(dim: int, classes: int, hidden: int | None) -> nn.Module:

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.base import DatasetSpec
-from .base import MultimodalModel, fusion_and_unimodal_logits
+from .base import MultimodalModel, fusion_and_unimodal_logits, int_attribute
 from .fusion import ConcatFusion
 
 
@@ -137,7 +137,7 @@ class CrossModalTransformer(MultimodalModel):
         self.norm = nn.ModuleDict({m: nn.LayerNorm(dim) for m in self.modalities})
         dims = {m: dim for m in self.modalities}
         self.fusion = (fusion or ConcatFusion)(in_dims=dims)
-        self.fusion_head = nn.Linear(self.fusion.out_dim, spec.num_classes)
+        self.fusion_head = nn.Linear(int_attribute(self.fusion, "out_dim"), spec.num_classes)
         self.unimodal_heads = nn.ModuleDict({m: nn.Linear(dim, spec.num_classes) for m in self.modalities})
         for module in self.modules():
             if isinstance(module, nn.Linear):
@@ -147,6 +147,7 @@ class CrossModalTransformer(MultimodalModel):
             elif isinstance(module, nn.Conv2d):
                 fan_in = math.prod(module.weight.shape[1:])
                 nn.init.trunc_normal_(module.weight, std=1.0 / math.sqrt(fan_in))
+                assert module.bias is not None  # the patch embeddings keep their bias
                 nn.init.zeros_(module.bias)
 
     def encode(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:

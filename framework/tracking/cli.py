@@ -21,7 +21,7 @@ def cli(argv: list[str] | None = None) -> int:
     )
     command.add_argument("--keep", action="store_true", help="keep each spool after it was replayed")
     args = parser.parse_args(argv)
-    runs: dict[str, list[Path]] = {}  # the journals of one run are replayed together, each point once
+    runs: dict[str, list[str | Path]] = {}  # the journals of one run are replayed together, each point once
     for path in args.spool:
         runs.setdefault(str(read_spool(path).run.get("run_id")), []).append(path)
     for paths in runs.values():

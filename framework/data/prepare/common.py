@@ -108,7 +108,7 @@ def check_counts(labels: np.ndarray, total: int, per_class: int | None, what: st
         raise PrepareError(f"{what}: expected {per_class} per class, got {counts.tolist()}")
 
 
-def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
+def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
