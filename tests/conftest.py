@@ -1,4 +1,9 @@
-"""Shared fixtures: an isolated MLflow store, Hydra config composition, and the dataset writers.
+"""Shared fixtures: an isolated MLflow store, one MLflow server per session, Hydra config
+composition, and the dataset writers.
+
+``tracking_uri`` gives each test its own sqlite store, copied from one store migrated once per
+session (MLflow's schema migration takes 1-3 s a store; a copy takes a millisecond). ``mlflow_server``
+is one ``mlflow server`` for the whole session, started on first use (``tests/mlflow_server.py``).
 
 Tests are imported with ``--import-mode=importlib``, so ``tests/`` is not importable as a package;
 ``tests/fixtures/writers.py`` is loaded from its path, once per session, as the ``writers`` fixture.
@@ -7,6 +12,8 @@ Tests are imported with ``--import-mode=importlib``, so ``tests/`` is not import
 from __future__ import annotations
 
 import importlib.util
+import shutil
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,18 +24,55 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+from tests.mlflow_server import MlflowServer
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 DATA = ROOT / "data"
 
 
+@pytest.fixture(scope="session")
+def migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty sqlite store at MLflow's current schema, migrated once per session; copy, don't write.
+
+    MLflow creates the tables and its Default experiment on the first use of a store; the template
+    is made the same way (from the tests' working directory), then frozen with sqlite's backup API
+    so that the copy holds every page whatever journal mode the store's engine used.
+    """
+    from mlflow.tracking import MlflowClient
+
+    folder = tmp_path_factory.mktemp("migrated_store")
+    live = folder / "live.db"
+    MlflowClient(f"sqlite:///{live}").search_experiments()  # runs the migrations
+    frozen = folder / "mlflow.db"
+    with sqlite3.connect(live) as source, sqlite3.connect(frozen) as target:
+        source.backup(target)
+    source.close()
+    target.close()
+    return frozen
+
+
 @pytest.fixture
-def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrated_store: Path) -> str:
+    """``MLFLOW_TRACKING_URI`` on this test's own store (``tmp_path/mlflow.db``, already migrated)."""
+    shutil.copyfile(migrated_store, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("FRAMEWORK_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
     return uri
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URI of one ``mlflow server`` (sqlite store, served artifacts) shared by the whole session.
+
+    Started on a free port on first use, stopped at the end of the session. Tests share its store:
+    name runs and experiments so that others' do not matter. A test that stops the server, needs it
+    late or needs an empty store makes its own :class:`tests.mlflow_server.MlflowServer`.
+    """
+    folder = tmp_path_factory.mktemp("mlflow_server")
+    with MlflowServer(folder / "server.db", log=folder / "server.log", artifacts=folder / "artifacts") as server:
+        yield server.uri
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ import torch
 
 import framework
 
+pytestmark = pytest.mark.slow  # trains the Lightning example
+
 L = pytest.importorskip("lightning")
 
 SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "lightning_mmpareto.py"

@@ -8,10 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from framework import metric_names as names
 from framework.training.statistics import NOISE_PROBE_TAG
+
+pytestmark = pytest.mark.slow  # installs and runs an own project in a subprocess
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = ROOT / "examples" / "own_project"

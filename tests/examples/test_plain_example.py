@@ -16,6 +16,8 @@ import framework
 from framework.integrators import get_integrator
 from tests.unit.test_integrated_backward import expected_grads
 
+pytestmark = pytest.mark.slow  # trains the plain example
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "plain_pytorch.py"
 
 

@@ -23,6 +23,8 @@ from mlflow.tracking import MlflowClient
 from framework.main import train
 from framework.config.validation import ConfigError
 
+pytestmark = pytest.mark.slow  # trainings and CLI runs in subprocesses
+
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ("experiment=smoke", "dataset.train_size=64", "trainer.epochs=1", "trainer.statistics.noise_every=0")
 

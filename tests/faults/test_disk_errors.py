@@ -21,6 +21,8 @@ from mlflow.tracking import MlflowClient
 from framework.training import checkpoint
 from framework.training.checkpoint import CheckpointWriteError, load_checkpoint, save_checkpoint
 
+pytestmark = pytest.mark.slow  # CLI runs in subprocesses on a full disk
+
 ROOT = Path(__file__).resolve().parents[2]
 # the reported command, with 256 training samples rather than 2048: the checkpoints (8.8 MB, then
 # 17.6 MB with the momentum buffers) are as large, and the third fills the 40 MB tmpfs

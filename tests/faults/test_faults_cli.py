@@ -11,18 +11,17 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from tests.mlflow_server import MlflowServer
 from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-MLFLOW = Path(sys.executable).with_name("mlflow")
 # 16 steps per epoch: long enough to be caught inside epoch 2
 ARGS = ["experiment=smoke", "trainer.epochs=4", "dataset.train_size=1024", "trainer.statistics.log_every=4"]
 
@@ -131,47 +130,10 @@ def test_kill_term_ends_the_run_killed_and_resume_reaches_the_same_final_metrics
     assert rows(tmp_path / "mlflow.db") == rows(tmp_path / "reference.db"), "every point once, the same values"
 
 
-class LateServer:
-    """``mlflow server`` over a sqlite file on a free loopback port, started when the test says."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.db, self.port, self.log, self.process = tmp_path / "server.db", free_port(), tmp_path / "server.log", None
-
-    @property
-    def uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        args = [str(MLFLOW), "server", "--backend-store-uri", f"sqlite:///{self.db}", "--host", "127.0.0.1",
-                "--port", str(self.port), "--workers", "1", "--artifacts-destination", str(self.db.parent / "art"),
-                "--serve-artifacts"]  # fmt: skip
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        self.process = subprocess.Popen(
-            args, env=env, stdout=self.log.open("a"), stderr=subprocess.STDOUT, start_new_session=True
-        )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"{self.uri}/health", timeout=1)
-                return
-            except OSError:
-                assert self.process.poll() is None, self.log.read_text()[-2000:]
-                time.sleep(0.25)
-        raise AssertionError("mlflow server did not start")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-
-
 @pytest.fixture
 def late_server(tmp_path):
-    server = LateServer(tmp_path)
+    """``mlflow server`` over a sqlite file on a free loopback port, started when the test says."""
+    server = MlflowServer(tmp_path / "server.db", log=tmp_path / "server.log", artifacts=tmp_path / "art")
     yield server
     server.stop()
 

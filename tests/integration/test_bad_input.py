@@ -22,6 +22,8 @@ from mlflow.tracking import MlflowClient
 from framework.main import one_line, train
 from framework.config.validation import ConfigError
 
+pytestmark = pytest.mark.slow  # runs the CLI in subprocesses (~1 min)
+
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = "experiment=smoke"
 UNAVAILABLE_DEVICE = "cuda:99" if torch.cuda.is_available() else "cuda"

@@ -15,6 +15,8 @@ import torch
 from framework.bench.cases import MODELS, build_model, make_batch, model_case
 from framework.bench.variants import VARIANTS, make_runner
 
+pytestmark = pytest.mark.slow  # runs the benchmark CLI in subprocesses (~1.5 min)
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

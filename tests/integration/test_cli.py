@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow  # runs the CLI in subprocesses (~1 min)
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,6 +17,8 @@ from framework.training import checkpoint as ckpt
 from framework.training.gradients import GradientEngine
 from framework.training.trainer import NonFiniteError, Trainer
 
+pytestmark = pytest.mark.slow  # whole trainings until they diverge
+
 STEPS_PER_EPOCH = 8  # smoke: 512 samples / 64 per batch
 
 

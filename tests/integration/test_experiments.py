@@ -15,6 +15,8 @@ from mlflow.tracking import MlflowClient
 from framework.integrators import INTEGRATORS
 from framework.main import train
 
+pytestmark = pytest.mark.slow  # trains every experiment preset (~3 min)
+
 CONF = Path(__file__).resolve().parents[2] / "conf"
 FAST = ("trainer.epochs=1", "trainer.max_steps_per_epoch=1", "trainer.num_workers=0", "trainer.statistics.probe_size=4")
 SMALL_RESNET = ("model.encoder.width=8",)

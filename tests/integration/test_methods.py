@@ -10,6 +10,8 @@ from mlflow.tracking import MlflowClient
 from framework.main import train
 from framework.methods import METHODS
 
+pytestmark = pytest.mark.slow  # trains every method (~1 min)
+
 FAST = ("trainer.epochs=1", "trainer.max_steps_per_epoch=2", "trainer.num_workers=0", "trainer.statistics.probe_size=4")
 METHOD_NAMES = sorted(set(METHODS) - {"none"})
 MLP_ONLY = {"ogm_ge": ("method.scope=all",)}  # the smoke model's encoders have no conv weights

@@ -15,6 +15,8 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf, open_dict
 from tests.ports import free_port
 
+pytestmark = pytest.mark.slow  # Hydra multiruns in subprocesses, an mlflow server
+
 ROOT = Path(__file__).resolve().parents[2]
 SWEEPS = ROOT / "sweeps"
 

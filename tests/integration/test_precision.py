@@ -15,6 +15,8 @@ from framework.training.checkpoint import seed_everything
 from tests.integration.test_divergence import STEPS_PER_EPOCH, at_steps, only_run
 from tests.integration.test_resume import histories, interrupt_at_step
 
+pytestmark = pytest.mark.slow  # whole smoke trainings per precision
+
 
 def one_step(compose_cfg, precision: str) -> list[torch.Tensor]:
     cfg = compose_cfg("experiment=smoke", f"trainer.precision={precision}", "trainer.statistics.noise_every=0")

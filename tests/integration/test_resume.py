@@ -19,6 +19,8 @@ from framework.training import checkpoint as ckpt
 from framework.training import trainer as trainer_module
 from framework.training.trainer import Trainer
 
+pytestmark = pytest.mark.slow  # trains, kills and resumes in subprocesses
+
 ROOT = Path(__file__).resolve().parents[2]
 STEPS_PER_EPOCH = 8  # smoke: 512 samples / 64 per batch
 # every stateful part is exercised: momentum (SGD), a cosine schedule, the integrator's own RNG

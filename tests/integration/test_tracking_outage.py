@@ -8,76 +8,23 @@ from __future__ import annotations
 
 import collections
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from tests.mlflow_server import MlflowServer
 from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-MLFLOW = Path(sys.executable).with_name("mlflow")
 OVERRIDES = ["experiment=smoke", "trainer.epochs=6", "seed=0", "trainer.progress=false"]
-
-
-class Server:
-    """``mlflow server`` over one sqlite file on one port, started and stopped at will."""
-
-    def __init__(self, db: Path, port: int, log: Path) -> None:
-        self.db, self.port, self.log, self.process = db, port, log, None
-
-    @property
-    def uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        args = [
-            str(MLFLOW),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{self.db}",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--workers",
-            "1",
-            "--artifacts-destination",
-            str(self.db.parent / "artifacts"),
-            "--serve-artifacts",
-        ]
-        self.process = subprocess.Popen(
-            args, env=env, stdout=self.log.open("a"), stderr=subprocess.STDOUT, start_new_session=True
-        )
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"{self.uri}/health", timeout=1)
-                return
-            except OSError:
-                assert self.process.poll() is None, self.log.read_text()[-2000:]
-                time.sleep(0.25)
-        raise AssertionError("mlflow server did not start")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self.process = None
 
 
 @pytest.fixture
 def server(tmp_path):
-    srv = Server(tmp_path / "server.db", free_port(), tmp_path / "server.log")
+    srv = MlflowServer(tmp_path / "server.db", free_port(), tmp_path / "server.log", start_timeout=90, stop_timeout=20)
     srv.start()
     yield srv
     srv.stop()

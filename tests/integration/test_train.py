@@ -9,6 +9,8 @@ from mlflow.tracking import MlflowClient
 from framework.main import train
 from framework.training.trainer import Trainer
 
+pytestmark = pytest.mark.slow  # whole smoke trainings
+
 SMOKE = ("experiment=smoke", "trainer.epochs=3")
 
 

@@ -18,20 +18,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from tests.ports import free_port
+from tests.mlflow_server import MlflowServer
 
 from framework.tracking import runs_view_url
 
 ROOT = Path(__file__).resolve().parents[2]
-MLFLOW = Path(sys.executable).with_name("mlflow")
 pytestmark = pytest.mark.slow
 
 
@@ -55,38 +51,11 @@ def finished_run(tmp_path_factory):
             pytest.fail(reason)
         pytest.skip(reason)
     tmp_path = tmp_path_factory.mktemp("ui")
-    port = free_port()
-    args = [
-        str(MLFLOW),
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{tmp_path / 'server.db'}",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--serve-artifacts",
-        "--artifacts-destination",
-        str(tmp_path / "art"),
-    ]
-    server = subprocess.Popen(
-        args,
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        stdout=(tmp_path / "server.log").open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    # its own server: the experiment's runs table must hold exactly these two runs
+    server = MlflowServer(tmp_path / "server.db", log=tmp_path / "server.log", artifacts=tmp_path / "art")
+    server.start()
+    url = server.uri
     try:
-        for _ in range(360):
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=1)
-                break
-            except OSError:
-                assert server.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
-                time.sleep(0.25)
         outputs = []
         for seed in (0, 1):
             env = {**os.environ, "MLFLOW_TRACKING_URI": url, "FRAMEWORK_CHECKPOINT_DIR": str(tmp_path / f"ckpt{seed}")}
@@ -121,8 +90,7 @@ def finished_run(tmp_path_factory):
         assert all(link in output for output in outputs), outputs[-1][-2000:]
         yield url, experiment.experiment_id, runs[0].info.run_id
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,8 @@ from framework.config import DEFAULT_TRUSTED_TARGETS, trusted_targets
 from framework.config.schema import TrainSchema
 from framework.config.validation import ConfigError, check_targets, import_failure
 
+pytestmark = pytest.mark.slow  # runs the CLI in a subprocess (~15 s)
+
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = "experiment=smoke"
 

@@ -3,6 +3,14 @@
 Parametrized over the registry, so a new integrator is covered with its default parameters as
 soon as it is registered; ``EXTRA_PARAMS`` adds parameter sets that change the code path. Each
 method's own mathematics lives in its own file (test_sum.py, test_mgda.py, ...).
+
+The grid keeps one case per code path, not every combination: k = 1 (pass-through), k = 2 (the
+pair formulas) and k = 3 (the general solvers; k = 4 or 5 took the same code), a conflicting and an
+aligned draw where the two lead to different solutions (one seed of each, not several of the same
+kind), float64 and float32 (the computing dtypes) and float16 / bfloat16 (upcast to float32 in
+``_kernels.LOW_PRECISION``), with float16 also beyond its range, scales at both ends of each dtype's
+range and around the ``eps`` guards (1e-8), inplace and out of place, segments and empty segments.
+Every property runs on every registered integrator and every ``EXTRA_PARAMS`` set.
 """
 
 from __future__ import annotations
@@ -89,7 +97,7 @@ def test_output_shape_and_dtype(make, k: int, dtype: torch.dtype):
     assert result.decision.weights.shape == (k,)
 
 
-@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("seed", [0])
 @pytest.mark.parametrize("k", [2, 3])
 def test_flat_api_equals_tensor_api(case, make, seed: int, k: int):
     g = torch.tensor(conflicting(seed, k, sum(R.SIZES)))
@@ -133,7 +141,7 @@ def test_out_of_place_leaves_inputs_untouched(make, k: int):
 
 
 @pytest.mark.parametrize("seed", range(2))
-@pytest.mark.parametrize("k", [2, 3, 4])
+@pytest.mark.parametrize("k", [2, 3])
 @pytest.mark.parametrize("kind", ["conflict", "aligned"])
 def test_decision_fields_match_numpy(make, seed: int, k: int, kind: str):
     g = conflicting(seed, k, sum(R.SIZES)) if kind == "conflict" else R.aligned(seed, k, sum(R.SIZES))
@@ -142,8 +150,8 @@ def test_decision_fields_match_numpy(make, seed: int, k: int, kind: str):
     assert decision.weights.shape == (k,) and torch.isfinite(decision.weights).all()
 
 
-@pytest.mark.parametrize("seed", range(3))
-@pytest.mark.parametrize("k", [2, 3, 4])
+@pytest.mark.parametrize("seed", range(2))  # even: an aligned draw, odd: a conflicting one
+@pytest.mark.parametrize("k", [2, 3])
 def test_update_is_a_nonnegative_multiple_of_the_weighted_direction(make, seed: int, k: int):
     # Decision.weights are the coefficients of d = sum_i w_i g_i; the update is d on every tensor
     # when there is no magnitude rule, else s_p d_p with s_p >= 0.
@@ -170,7 +178,7 @@ def test_single_loss_passes_through_with_weight_one(make, dtype: torch.dtype):
 
 
 @pytest.mark.parametrize("seed", range(2))
-@pytest.mark.parametrize("k", [2, 3, 4])
+@pytest.mark.parametrize("k", [2, 3])
 def test_no_loss_is_special_unless_the_first_is_primary(case, make, seed: int, k: int):
     # Reordering the losses reorders the weights and leaves the update as it is, unless the method
     # declares a primary first loss (then moving another loss first changes the update).
@@ -194,8 +202,9 @@ def test_no_loss_is_special_unless_the_first_is_primary(case, make, seed: int, k
 
 def _scale_params():
     for dtype, scales in (
-        (torch.float64, [1e-150, 1e-30, 1e-8, 1e8, 1e20, 1e150]),
-        (torch.float32, [1e-30, 1e-15, 1e-8, 1e8, 1e15, 1e20]),
+        # both ends of the dtype's range (squares under- or overflow) and both sides of the 1e-8 guards
+        (torch.float64, [1e-150, 1e-8, 1e8, 1e150]),
+        (torch.float32, [1e-30, 1e-8, 1e8, 1e20]),
     ):
         for scale in scales:
             yield pytest.param(dtype, scale, id=f"{str(dtype)[6:]}-{scale:g}")
@@ -228,8 +237,8 @@ def test_scale_equivariance(request, case, make, dtype: torch.dtype, scale: floa
 @pytest.mark.parametrize(
     ("dtype", "magnitude"),
     [
+        # bfloat16 has float32's range: a magnitude of 100 took the same path as 1; float16's does not
         pytest.param(torch.bfloat16, 1.0, id="bfloat16-1"),
-        pytest.param(torch.bfloat16, 100.0, id="bfloat16-100"),
         pytest.param(torch.float16, 1.0, id="float16-1"),
         pytest.param(torch.float16, 100.0, id="float16-100"),
     ],
@@ -248,7 +257,7 @@ def test_low_precision_gradients(make, dtype: torch.dtype, magnitude: float, k: 
     assert_close(out.double(), expected, rtol=0.05, atol=0.05 * float(expected.abs().max()))
 
 
-@pytest.mark.parametrize("k", [2, 3, 4])
+@pytest.mark.parametrize("k", [2, 3])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("edge", R.EDGE_NAMES)
 def test_edge_cases_are_finite(case, make, edge: str, dtype: torch.dtype, k: int):
@@ -325,7 +334,7 @@ def test_does_not_touch_global_rng(make):
     assert torch.equal(torch.rand(3), expected)
 
 
-@pytest.mark.parametrize("k", [2, 3, 5])
+@pytest.mark.parametrize("k", [2, 3])
 def test_fixed_combination_is_the_update(make, k: int):
     integrator = make()
     weights = integrator.fixed_combination(k)
