@@ -15,7 +15,8 @@ def filled(grads: Sequence[Tensor | None], params: list[Tensor]) -> list[Tensor]
 def add_up(total: list[Tensor | None], grads: Sequence[Tensor | None]) -> None:
     for i, g in enumerate(grads):
         if g is not None:
-            total[i] = g if total[i] is None else total[i] + g
+            current = total[i]
+            total[i] = g if current is None else current + g
 
 
 def accumulate(params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> None:

@@ -72,8 +72,8 @@ class GradientEngine:
         reducer: GradientReducer | None = None,
         others: Sequence[Tensor] | None = None,
     ) -> None:
-        model = groups if hasattr(groups, "parameter_groups") else None
-        source = model.parameter_groups() if model is not None else groups
+        model: Any = groups if hasattr(groups, "parameter_groups") else None
+        source: Mapping[str, Sequence[Tensor]] = model.parameter_groups() if model is not None else groups
         self.groups = {name: list(params) for name, params in source.items() if params}
         in_groups = {id(p) for params in self.groups.values() for p in params}
         if others is None and model is not None:
@@ -321,7 +321,8 @@ class GradientEngine:
         """One backward of the summed losses (with a reducer: the summed gradient averaged across
         ranks, one reduction); each shared group's gradient times its scale."""
         params = self.head_params + [p for ps in self.groups.values() for p in ps]
-        grads = list(torch.autograd.grad(torch.stack(list(losses.values())).sum(), params, allow_unused=True))
+        total = torch.stack(list(losses.values())).sum()
+        grads: list[Tensor | None] = list(torch.autograd.grad(total, params, allow_unused=True))
         if self.reducer is not None:
             self._reduce(losses, [], grads)
         position = len(self.head_params)

@@ -135,7 +135,7 @@ def leaf_tensors(groups: Mapping[str, list[Tensor]], losses: Mapping[str, Tensor
         variable = getattr(node, "variable", None)
         if variable is not None and id(variable) not in in_groups:
             found.setdefault(id(variable), variable)
-        stack.extend(next_node for next_node, _ in node.next_functions)
+        stack.extend(next_node for next_node, _ in node.next_functions if next_node is not None)
     return list(found.values())
 
 
