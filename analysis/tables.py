@@ -1,16 +1,15 @@
 """Tables: accuracy (mean ± std over seeds), conflict rate early/late, gradient size and noise.
 
 Accuracies are in percent. ``std`` is the sample standard deviation over seeds (ddof=1).
-A table is a :class:`Table`: a DataFrame with one row per row key, plus which columns are
-statistics (``<col>_mean``, ``<col>_std``) and which direction is best, so it can be written
-as Markdown, LaTeX and CSV with the best entry of each column marked.
+Each builder returns a :class:`~analysis.table_render.Table` (:mod:`analysis.table_render`: the
+table and its Markdown, LaTeX and CSV output, with the best entry of each column marked); this
+module re-exports ``Table``, ``latex_escape`` and ``write_tables``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 import pandas as pd
 
@@ -20,92 +19,23 @@ from framework.metric_names import BEST_EPOCH, MEAN, MULTIMODAL, final_accuracy
 from .grouping import Rows, RunSet, mean_std, short_param
 from .loading import Histories
 from .records import RunRecord
+from .table_render import Table, latex_escape, write_tables
 
-
-@dataclass
-class Table:
-    """``frame`` has the key columns, ``n`` and ``<stat>_mean``/``<stat>_std`` per statistic."""
-
-    dataset: str
-    title: str
-    frame: pd.DataFrame
-    keys: list[str]
-    stats: list[str]
-    headers: dict[str, str]
-    best: dict[str, str] = field(default_factory=dict)
-    """Statistic -> ``"max"`` or ``"min"``: which entry is marked as best. Absent: none."""
-    digits: int = 2
-    block: str = ""
-    """What sets this table's rows apart from the dataset's other tables of its kind ("" if none)."""
-
-    def best_rows(self, stat: str) -> set[int]:
-        direction = self.best.get(stat)
-        means = self.frame[f"{stat}_mean"]
-        if direction is None or means.isna().all():
-            return set()
-        target = means.max() if direction == "max" else means.min()
-        return {i for i, v in enumerate(means) if not math.isnan(v) and abs(v - target) <= 1e-9 * max(1.0, abs(target))}
-
-    def cell(self, row: int, stat: str) -> tuple[str, str]:
-        mean, std = self.frame[f"{stat}_mean"].iloc[row], self.frame[f"{stat}_std"].iloc[row]
-        if math.isnan(mean):
-            return "–", ""
-        return f"{mean:.{self.digits}f}", ("" if math.isnan(std) else f"{std:.{self.digits}f}")
-
-    def with_best_flags(self) -> pd.DataFrame:
-        out = self.frame.copy()
-        for stat in self.stats:
-            if stat in self.best:
-                rows = self.best_rows(stat)
-                out[f"{stat}_best"] = [i in rows for i in range(len(out))]
-        return out
-
-    def markdown(self) -> str:
-        heads = [self.headers.get(k, k) for k in self.keys] + ["n"] + [self.headers.get(s, s) for s in self.stats]
-        lines = [
-            "| " + " | ".join(heads) + " |",
-            "|" + "|".join(["---"] * len(self.keys) + ["--:"] * (1 + len(self.stats))) + "|",
-        ]
-        best = {s: self.best_rows(s) for s in self.stats}
-        for i in range(len(self.frame)):
-            cells = [str(self.frame[k].iloc[i]) for k in self.keys] + [str(int(self.frame["n"].iloc[i]))]
-            for stat in self.stats:
-                mean, std = self.cell(i, stat)
-                text = f"{mean} ± {std}" if std else mean
-                cells.append(f"**{text}**" if i in best[stat] else text)
-            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-        return "\n".join(lines)
-
-    def latex(self) -> str:
-        best = {s: self.best_rows(s) for s in self.stats}
-        spec = "l" * len(self.keys) + "r" * (1 + len(self.stats))
-        heads = [latex_escape(self.headers.get(k, k)) for k in self.keys] + ["$n$"]
-        heads += [latex_escape(self.headers.get(s, s)) for s in self.stats]
-        lines = [
-            "\\begin{table}[t]",
-            "\\centering",
-            f"\\caption{{{latex_escape(self.title)}}}",
-            f"\\begin{{tabular}}{{{spec}}}",
-            "\\toprule",
-            " & ".join(heads) + " \\\\",
-            "\\midrule",
-        ]
-        for i in range(len(self.frame)):
-            cells = [latex_escape(str(self.frame[k].iloc[i])) for k in self.keys] + [str(int(self.frame["n"].iloc[i]))]
-            for stat in self.stats:
-                mean, std = self.cell(i, stat)
-                text = f"{mean} $\\pm$ {std}" if std else latex_escape(mean)
-                cells.append(f"\\textbf{{{text}}}" if i in best[stat] else text)
-            lines.append(" & ".join(cells) + " \\\\")
-        lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
-        return "\n".join(lines)
-
-
-def latex_escape(text: str) -> str:
-    replace = {"\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "$": "\\$", "#": "\\#", "_": "\\_",
-               "{": "\\{", "}": "\\}", "~": "\\textasciitilde{}", "^": "\\textasciicircum{}",
-               "±": "$\\pm$", "–": "--", "Δ": "$\\Delta$"}  # fmt: skip
-    return "".join(replace.get(c, c) for c in text)
+__all__ = [
+    "EARLY",
+    "LATE",
+    "Table",
+    "accuracy_table",
+    "conflict_flags",
+    "conflict_table",
+    "decisions_table",
+    "is_method_decision",
+    "latex_escape",
+    "noise_table",
+    "tables_per_block",
+    "training_fraction",
+    "write_tables",
+]
 
 
 def _key_columns(runset: RunSet, dataset: str) -> tuple[list[str], dict[str, str]]:
@@ -340,24 +270,3 @@ def decisions_table(runset: RunSet, histories: Histories, dataset: str) -> Table
         "imbalance ratio, per-modality scores)"
     )
     return Table(dataset, title, frame, keys, stats, headers, best={}, digits=3)
-
-
-def write_tables(tables: Sequence[Table], stem: str) -> dict[str, str]:
-    """``<stem>.md``, ``<stem>.tex`` and ``<stem>.csv`` for tables of several datasets."""
-    md = "\n\n".join(f"**{t.title}**\n\n{t.markdown()}" for t in tables)
-    tex = "\n\n".join(t.latex() for t in tables)
-    frames = []
-    for t in tables:
-        frame = t.with_best_flags()
-        frame.insert(0, "dataset", t.dataset)
-        if any(u.block for u in tables):
-            frame.insert(1, "block", t.block)
-        frames.append(frame)
-    csv = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    paths = {"md": f"{stem}.md", "tex": f"{stem}.tex", "csv": f"{stem}.csv"}
-    with open(paths["md"], "w") as f:
-        f.write(md + "\n")
-    with open(paths["tex"], "w") as f:
-        f.write("% needs \\usepackage{booktabs}\n" + tex + "\n")
-    csv.to_csv(paths["csv"], index=False, float_format="%.6g")
-    return paths
