@@ -60,8 +60,8 @@ def accuracy_table(runset: RunSet, dataset: str) -> Table:
         row["seeds"] = " ".join(r.seed for r in runs)
         for h in heads:
             for kind in ("best", "last"):
-                key = final_accuracy(h, kind)
-                values = [100.0 * r.metrics[key] for r in runs if key in r.metrics]
+                metric = final_accuracy(h, kind)
+                values = [100.0 * r.metrics[metric] for r in runs if metric in r.metrics]
                 row[f"{kind}_{h}_mean"], row[f"{kind}_{h}_std"], _ = mean_std(values)
         row["best_epoch_mean"], row["best_epoch_std"], _ = mean_std([r.metrics.get(BEST_EPOCH, math.nan) for r in runs])
         records.append(row)

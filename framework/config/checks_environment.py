@@ -118,7 +118,7 @@ def check_distributed(cfg: DictConfig) -> None:
 
     from ..training.distributed import BACKENDS, world_size
 
-    node = cfg.get("distributed") or {}
+    node: Any = cfg.get("distributed") or {}
     backend = node.get("backend", "auto")
     if backend not in BACKENDS:
         raise fail("distributed.backend", backend, f"valid values: {' | '.join(BACKENDS)}")

@@ -25,7 +25,7 @@ def _targets(node: Any, path: str) -> Iterator[tuple[str, DictConfig]]:
     if isinstance(node, DictConfig):
         if "_target_" in node:
             yield path, node
-        for key in node:
+        for key in map(str, node):
             if key != "_target_" and isinstance(node._get_node(key), (DictConfig, ListConfig)):
                 yield from _targets(node[key], f"{path}.{key}")
     elif isinstance(node, ListConfig):
@@ -154,7 +154,7 @@ def check_call(path: str, obj: Any, node: DictConfig, positive: bool = False) ->
     except Exception:  # unresolvable annotations: check names only
         hints = {}
     name = getattr(obj, "__qualname__", str(obj))
-    for key in node:
+    for key in map(str, node):
         if key in HYDRA_KEYS or key in FRAMEWORK_KEYS:
             continue
         if key not in params:

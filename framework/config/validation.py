@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Sequence
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -156,10 +157,10 @@ def check_known_keys(cfg: DictConfig) -> None:
         node = OmegaConf.select(cfg, path)
         if not isinstance(node, DictConfig):
             continue
-        valid = [f.name for f in dataclasses.fields(schema)]
-        for key in node:
+        valid = [f.name for f in dataclasses.fields(cast(Any, schema))]
+        for key in map(str, node):
             if key not in valid:
-                value = OmegaConf.to_container(node, resolve=False)[key]  # type: ignore[index]
+                value = cast(dict, OmegaConf.to_container(node, resolve=False))[key]
                 raise fail(f"{path}.{key}", value, f"unknown key under {path}; valid keys: {', '.join(valid)}")
 
 

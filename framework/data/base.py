@@ -15,7 +15,7 @@ import copy
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import Tensor
@@ -93,6 +93,10 @@ class MultimodalDataset(Dataset):
 
     spec: DatasetSpec
     can_skip: ClassVar[bool] = False
+
+    if TYPE_CHECKING:  # every dataset has a length; torch's Dataset does not declare it
+
+        def __len__(self) -> int: ...
 
     @property
     def skipped(self) -> int:

@@ -158,7 +158,7 @@ class EpochSeeded(Dataset):
 
 
 def _loader(dataset: Dataset, sampler: EpochSeededSampler, settings: LoaderSettings) -> DataLoader:
-    extra = {"prefetch_factor": settings.prefetch_factor} if settings.num_workers else {}
+    extra: dict[str, Any] = {"prefetch_factor": settings.prefetch_factor} if settings.num_workers else {}
     return DataLoader(
         EpochSeeded(dataset),
         batch_sampler=sampler,

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..losses import head_labels
 from ..models.base import MULTIMODAL, MultimodalModel
@@ -77,7 +77,7 @@ class StepView:
     index: int  # batch index within the epoch
     steps_per_epoch: int
     phase: str | None = None
-    groups: Mapping[str, list[nn.Parameter]] | None = None
+    groups: Mapping[str, list[Tensor]] | None = None
 
 
 class Method:
