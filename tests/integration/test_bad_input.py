@@ -3,7 +3,7 @@
 Every error is one line that names the key (and the value given and what is valid), raised before
 any data is loaded or any MLflow run is opened. Most rows are checked in process (composition
 through Hydra as ``python -m framework.main`` does, then :func:`framework.main.train`); the rows of
-issue 15 and one of each kind run through the command line, in parallel, where the last line of
+first reported (ids ``issue_*``) and one of each kind run through the command line, in parallel, where the last line of
 stderr is ``error: ...``, the exit status 1 and no traceback is printed.
 """
 
@@ -30,7 +30,7 @@ UNAVAILABLE_DEVICE = "cuda:99" if torch.cuda.is_available() else "cuda"
 
 # (id, overrides, the key the error names); every row also gets experiment=smoke first
 ROWS: list[tuple[str, tuple[str, ...], str]] = [
-    # issue 15, as reported
+    # as first reported by users
     ("issue_lr_1e8_diverges", ("optimizer.lr=1e8",), "trainer.on_nonfinite"),
     ("issue_batch_size_negative", ("trainer.batch_size=-3",), "trainer.batch_size"),
     ("issue_batch_size_zero", ("trainer.batch_size=0",), "trainer.batch_size"),
