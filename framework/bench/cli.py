@@ -83,7 +83,7 @@ def cross_model_table(
 def torchjd_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
     """Each framework variant against ``torchjd_<variant>`` (torchjd's own step with the same
     aggregator) on the same model; empty when no pair ran."""
-    lines = []
+    lines: list[str] = []
     for model, by_variant in results.items():
         for variant, r in by_variant.items():
             theirs = by_variant.get(f"torchjd_{variant}")

@@ -96,7 +96,7 @@ def _worker(
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
     init_process_group("gloo", rank, world_size, init_method=f"file://{store}")
     context = DistributedContext(rank, world_size, rank, torch.device("cpu"), "gloo", DistributedSettings())
-    results: dict[str, dict[str, dict[str, float]]] = {}
+    results: dict[str, dict[str, dict[str, float | str]]] = {}  # per model and variant; path is a str
     try:
         for name in models:
             case = model_case(name, quick)
@@ -122,18 +122,19 @@ def _worker(
                     elapsed = torch.tensor([(time.perf_counter() - start) * 1e3], dtype=torch.float64)
                     dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)  # the slowest rank's step
                     runner.times.append(float(elapsed))
-            by_variant = {}
+            step_ms = {runner.variant: statistics.median(runner.times) for runner in runners}
+            by_variant: dict[str, dict[str, float | str]] = {}
             for runner in runners:
                 payload = runner.bytes_per_step(n_rounds, runner.parallel.reducer.bytes_sent - before[runner.variant])
                 by_variant[runner.variant] = {
-                    "step_ms": statistics.median(runner.times),
+                    "step_ms": step_ms[runner.variant],
                     "bytes_per_step": payload,
                     "ring8_mb": ring_bytes(payload, 8) / 2**20,
                     "path": "ddp" if runner.ddp_steps else "per_loss",
                 }
-            base = by_variant["sum"]["step_ms"]
-            for row in by_variant.values():
-                row["ratio_to_sum"] = row["step_ms"] / base
+            base = step_ms["sum"]
+            for variant, row in by_variant.items():
+                row["ratio_to_sum"] = step_ms[variant] / base
             results[name] = by_variant
             # DDP's reducer holds the process group and gloo work: free it while the group is alive
             del runners

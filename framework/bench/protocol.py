@@ -66,6 +66,6 @@ def bench_model(
             if runner.close is not None:
                 runner.close()
     base = results.get("sum", {}).get("step_ms")
-    for r in results.values():
-        r["ratio_to_sum"] = r["step_ms"] / base if base else math.nan
+    for row in results.values():
+        row["ratio_to_sum"] = row["step_ms"] / base if base else math.nan
     return results

@@ -46,7 +46,7 @@ def stats_runner(setup: Setup) -> Runner:
     probe_inputs, probe_labels = make_batch(case, max(settings.probe_size, case.batch_size), seed=2)
     train = TensorMultimodalDataset(probe_inputs, probe_labels, case.spec)
     # trainer.precision (the variant is not run at bf16/16 by a trainer without it: variants.precision_unsupported)
-    amp = {"precision": setup.precision} if setup.precision != "32" else {}
+    amp: dict[str, Any] = {"precision": setup.precision} if setup.precision != "32" else {}
     tracker = RunTracker("bench", setup.name, tracking_uri=f"sqlite:///{setup.workdir / f'{case.name}.db'}")
     trainer = Trainer(
         setup.model, Splits(train, train, train), MultitaskLoss(), get_integrator("mmpareto"), setup.optimizer, None,
@@ -71,7 +71,9 @@ def stats_runner(setup: Setup) -> Runner:
         trainer.train_step(setup.inputs, setup.labels)
 
     def run_probe() -> None:
-        trainer.statistics.noise(trainer.model, trainer.engine.plan, trainer.loss)
+        plan = trainer.engine.plan
+        assert plan is not None, "the engine finds its plan on the first step, run before the probe"
+        trainer.statistics.noise(trainer.model, plan, trainer.loss)
 
     runner = setup.runner(step)
     runner.excluded_ms = lambda: sent["ms"]

@@ -99,8 +99,8 @@ def avmnist_splits(
     train_frames = np.concatenate([clips[i] for i in clip_parts[2]])
     mean = train_frames.mean(axis=0) if normalize else np.zeros(N_MFCC, np.float32)
     std = train_frames.std(axis=0) + 1e-6 if normalize else np.ones(N_MFCC, np.float32)
-    audio_all = np.stack([_fit_frames((c - mean) / std, audio_frames) for c in clips]).astype(np.float32)
-    audio_all = torch.from_numpy(audio_all).transpose(1, 2)[:, None]  # (N, 1, 13, frames)
+    audio_np = np.stack([_fit_frames((c - mean) / std, audio_frames) for c in clips]).astype(np.float32)
+    audio_all = torch.from_numpy(audio_np).transpose(1, 2)[:, None]  # (N, 1, 13, frames)
     spec = DatasetSpec({"audio": (1, N_MFCC, audio_frames), "image": (1, 28, 28)}, num_classes=10)
     generator = torch.Generator().manual_seed(split_seed)
 

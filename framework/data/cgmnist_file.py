@@ -23,6 +23,7 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from .base import DatasetSpec, Splits, TensorMultimodalDataset
@@ -35,7 +36,7 @@ GRAY_FILES = {
 }
 GRAY_MEAN, GRAY_STD = 0.1307, 0.3081
 COLOR_MEAN, COLOR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
-IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+IDX_DTYPES: dict[int, npt.DTypeLike] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 def layout(root: Path | str, color_file: str, gray_dir: str) -> str:

@@ -217,8 +217,8 @@ def multitask_splits(
     if same_fraction is not None and not 0 <= same_fraction <= 1:
         raise ValueError(f"multitask: same_fraction must be in [0, 1] or null, got {same_fraction}")
     if min(train_size, val_size, test_size) < 1:
-        sizes = f"{train_size}, {val_size}, {test_size}"
-        raise ValueError(f"multitask: train_size, val_size, test_size must be >= 1, got {sizes}")
+        given = f"{train_size}, {val_size}, {test_size}"
+        raise ValueError(f"multitask: train_size, val_size, test_size must be >= 1, got {given}")
     if val_fraction <= 0 or test_fraction <= 0 or val_fraction + test_fraction >= 1:
         fractions = f"{val_fraction}, {test_fraction}"
         raise ValueError(f"multitask: need val_fraction > 0, test_fraction > 0, sum < 1; got {fractions}")

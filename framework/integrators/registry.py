@@ -18,7 +18,13 @@ T = TypeVar("T", bound=type[Integrator])
 
 def register(name: str) -> Callable[[T], T]:
     """Register an :class:`Integrator` subclass as ``name`` (and set its ``name``)."""
-    return INTEGRATORS.register(name, set_name=True)
+    add = INTEGRATORS.register(name, set_name=True)
+
+    def decorate(cls: T) -> T:
+        add(cls)
+        return cls
+
+    return decorate
 
 
 def get_integrator(name: str, **params: Any) -> Integrator:

@@ -70,7 +70,8 @@ class GradNorm(Method):
         norms = []
         for n in self.names:
             grads = torch.autograd.grad(losses[n], features, retain_graph=True, allow_unused=True)
-            norms.append(torch.sqrt(sum((g.detach() ** 2).sum() for g in grads if g is not None) + 0.0))
+            total = sum((g.detach() ** 2).sum() for g in grads if g is not None) + 0.0
+            norms.append(torch.sqrt(torch.as_tensor(total)))
         norms_t = torch.stack([torch.as_tensor(x, dtype=values.dtype, device=values.device) for x in norms])
         current = self.weights.detach().clone()
         targets = gradnorm_targets(norms_t, current, values.detach(), self.initial, self.alpha)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +46,7 @@ class GradientProjector:
         self.denominator = denominator
 
     @torch.no_grad()
-    def before_update(self, weight: nn.Parameter, inputs: Tensor, index: int, steps_per_epoch: int) -> None:
+    def before_update(self, weight: Tensor, inputs: Tensor, index: int, steps_per_epoch: int) -> None:
         if self.count != 0 and weight.grad is not None:
             P = self.P.to(weight.grad)
             a = 1.0 * 0.1 ** (index / steps_per_epoch + 1)
@@ -121,9 +121,11 @@ class MLA(Method):
         if len(set(sizes.values())) != 1:
             raise MethodError(f"method=mla shares one head across modalities: their feature sizes differ ({sizes})")
         self.modalities = tuple(model.modalities)
-        self.head = heads[self.modalities[0]]
-        model.unimodal_heads = nn.ModuleDict(dict.fromkeys(self.modalities, self.head))
-        self.projector = GradientProjector(self.head.in_features, self.denominator)
+        head = heads[self.modalities[0]]
+        assert isinstance(head, nn.Linear)  # checked above
+        self.head = head
+        model.unimodal_heads = nn.ModuleDict(dict.fromkeys(self.modalities, head))
+        self.projector = GradientProjector(head.in_features, self.denominator)
         return model
 
     def phases(self, epoch: int) -> tuple[str | None, ...]:
@@ -134,7 +136,8 @@ class MLA(Method):
     ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         if phase is None or self.head is None:
             return super().forward(model, inputs, phase, detach_unimodal)
-        feature = model.encoders[phase](inputs[phase])  # type: ignore[index]
+        encoders = cast(nn.ModuleDict, model.encoders)  # one encoder per modality: prepare checks it
+        feature = encoders[phase](inputs[phase])
         return {phase: feature}, {phase: self.head(feature)}
 
     def training_logits(self, view: StepView) -> dict[str, Tensor]:

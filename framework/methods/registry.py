@@ -16,7 +16,13 @@ T = TypeVar("T", bound=type[Method])
 
 def register(name: str) -> Callable[[T], T]:
     """Register a :class:`Method` subclass as ``name`` (and set its ``name``)."""
-    return METHODS.register(name, set_name=True)
+    add = METHODS.register(name, set_name=True)
+
+    def decorate(cls: T) -> T:
+        add(cls)
+        return cls
+
+    return decorate
 
 
 def get_method(name: str = "none", **params: Any) -> Method:

@@ -19,7 +19,8 @@ by the gradient engine, which probes autograd.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -152,9 +153,13 @@ class CrossModalTransformer(MultimodalModel):
 
     def encode(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
         tokens = {m: self.embed[m](inputs[m]) for m in self.modalities}
-        for layer in self.layers:
+        for layer in self._layer_dicts():
             tokens = {m: layer[m](tokens[m], self._context(tokens, m)) for m in self.modalities}
         return {m: self.norm[m](tokens[m]).mean(dim=1) for m in self.modalities}
+
+    def _layer_dicts(self) -> Iterable[nn.ModuleDict]:
+        """The layers, each a ModuleDict of per-modality blocks (ModuleList types its items as Module)."""
+        return cast("Iterable[nn.ModuleDict]", self.layers)
 
     def _context(self, tokens: dict[str, Tensor], modality: str) -> Tensor | None:
         others = [t for m, t in tokens.items() if m != modality]
@@ -169,7 +174,7 @@ class CrossModalTransformer(MultimodalModel):
         groups: dict[str, list[nn.Parameter]] = {}
         for m in self.modalities:
             groups[f"embed.{m}"] = [p for p in self.embed[m].parameters() if p.requires_grad]
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(self._layer_dicts()):
             for m in self.modalities:
                 groups[f"layer{i}.{m}"] = [p for p in layer[m].parameters() if p.requires_grad]
         for m in self.modalities:

@@ -29,5 +29,5 @@ def cli(argv: list[str] | None = None) -> int:
         print(json.dumps({"spool": ", ".join(map(str, paths)), **summary}))
         if not args.keep:
             for path in paths:
-                path.unlink()
+                Path(path).unlink()
     return 0

@@ -75,7 +75,7 @@ def open_run(spec: RunSpec, resume: Resumption | None = None) -> RunTracker:
             if INTERRUPTED_TAG in tags:
                 tracker.delete_tag(INTERRUPTED_TAG)
             resumes = int(tags.get("resumes", 0)) + 1
-            tracker.set_tags({"resumes": resumes, "resumed_from_epoch": resume.from_epoch, **resume.tags})
+            tracker.set_tags({"resumes": str(resumes), "resumed_from_epoch": str(resume.from_epoch), **resume.tags})
             return tracker
     jitter = random.Random(os.urandom(8))
     for attempt in range(1, OPEN_ATTEMPTS + 1):

@@ -19,7 +19,7 @@ import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -97,7 +97,7 @@ def write_error(path: Path, error: BaseException) -> CheckpointWriteError:
     """``error`` (raised while writing ``path``) as one line with the real cause: torch's zip writer
     reports a full disk as a RuntimeError ("unexpected pos ...") raised while the ENOSPC is handled."""
     cause = _os_error(error)
-    reason = f"[Errno {cause.errno}] {cause.strerror or os.strerror(cause.errno)}" if cause else _why(error)
+    reason = f"[Errno {cause.errno}] {cause.strerror or os.strerror(cast(int, cause.errno))}" if cause else _why(error)
     failure = CheckpointWriteError(f"cannot write checkpoint {path}: {reason}; the checkpoints written before are kept")
     failure.errno = cause.errno if cause else None
     return failure

@@ -41,8 +41,9 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sized
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -137,7 +138,8 @@ class EpochStatistics:
         for (group, losses), grams in self._grams.items():
             stacked = torch.stack([g.to(torch.float64) for g in grams]).cpu()
             k = len(losses)
-            upper = stacked[:, *torch.triu_indices(k, k, offset=1).unbind()]
+            rows, cols = torch.triu_indices(k, k, offset=1).unbind()
+            upper = stacked[:, rows, cols]
             # cosine < 0 exactly when the Gram entry is < 0 (zero gradients have cosine 0)
             conflicts[group] += (upper < 0).any(dim=1).double().tolist() if k > 1 else [0.0] * len(grams)
             for loss, column in zip(losses, stacked.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt().T, strict=True):
@@ -155,8 +157,9 @@ class EpochStatistics:
 
 def probe_batch(dataset: MultimodalDataset, size: int, seed: int = 0) -> tuple[dict[str, Tensor], Tensor]:
     """A fixed batch of ``size`` train samples (a seeded choice, independent of the global RNG)."""
-    size = min(int(size), len(dataset))
-    indices = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(int(seed)))[:size]
+    length = len(cast(Sized, dataset))
+    size = min(int(size), length)
+    indices = torch.randperm(length, generator=torch.Generator().manual_seed(int(seed)))[:size]
     indices = indices.sort().values
     batch = getattr(dataset, "batch", None)
     if callable(batch):

@@ -125,7 +125,8 @@ def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], object]) -> N
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> str:
     """Atomically write a compressed npz and return its sha256."""
-    _atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+    # numpy's stubs type **kwds of savez_compressed as the allow_pickle flag
+    _atomic_write(path, lambda f: np.savez_compressed(f, **arrays))  # type: ignore[arg-type]
     return _sha256(path)
 
 
