@@ -194,3 +194,31 @@ def test_report_tabulates_what_the_methods_decided(compose_cfg, tracking_uri, tm
     assert "encoder.strong/coeff" in table and "method/loss_weight/multimodal" in table
     assert "| agm |" in table and "| gblending |" in table
     assert "What the imbalance methods decided" in (out / "report.md").read_text()
+
+
+def test_the_compare_integrators_sweep_names_its_variants_by_method_choices():
+    """compare_integrators sweeps choices of the method group (no variant map of its own); its run
+    labels are the integrators' labels, upgrad with MMPareto's magnitude among them."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from framework.main import run_label
+
+    root = Path(__file__).resolve().parents[2]
+    params = OmegaConf.load(root / "sweeps" / "compare_integrators.yaml").hydra.sweeper.params
+    labels = []
+    for choice in params.method.split(","):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(root / "sweeps")):
+            cfg = compose(
+                "compare_integrators", overrides=[f"hydra.searchpath=[file://{root / 'conf'}]", f"method={choice}"]
+            )
+        labels.append(run_label(cfg))  # each choice is validated in test_configs (every method option)
+    GlobalHydra.instance().clear()
+    assert labels == [
+        "sum", "mgda", "mmpareto", "upgrad", "upgrad(magnitude=restore_gamma)",
+        "cagrad", "nash_mtl", "imtl_g", "aligned_mtl", "gradvac",
+    ]  # fmt: skip
