@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -28,3 +28,15 @@ def accumulate(params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> None
             p.grad = g
         else:
             p.grad.add_(g)
+
+
+def split_by_group(
+    grads: Sequence[Tensor | None], groups: Mapping[str, list[Tensor]], names: Iterable[str]
+) -> Iterator[tuple[str, Sequence[Tensor | None]]]:
+    """``grads`` of the parameters of the groups ``names``, concatenated in that order, cut back
+    into each group's part."""
+    position = 0
+    for name in names:
+        size = len(groups[name])
+        yield name, grads[position : position + size]
+        position += size

@@ -44,7 +44,7 @@ from torch import Tensor
 
 from ..integrators import Integrator
 from ..integrators._kernels import foreach
-from .grad_buffers import accumulate, add_up, filled
+from .grad_buffers import accumulate, add_up, filled, split_by_group
 from .plan import GradientPlan, GroupDecision, leaf_tensors, make_plan, uniform_scales
 
 if TYPE_CHECKING:
@@ -183,12 +183,7 @@ class GradientEngine:
             last = index == len(plan.packs) - 1
             grads = torch.autograd.grad(total, params + self.head_params, retain_graph=not last, allow_unused=True)
             add_up(head_grads, grads[len(params) :])
-            position = 0
-            for group in groups:
-                group_params = self.groups[group]
-                chunk = grads[position : position + len(group_params)]
-                position += len(group_params)
-                per_group.setdefault(group, {})[plan.loss_of_pack(pack, group)] = filled(chunk, group_params)
+            self._store(plan, pack, grads, groups, per_group)
         return self._integrate_all(plan, losses, per_group, head_grads)
 
     def _integrate_all(
@@ -226,12 +221,20 @@ class GradientEngine:
         grads = torch.autograd.grad(
             [f for f, _ in active], params, [c for _, c in active], retain_graph=not last, allow_unused=True
         )
-        position = 0
-        for group in groups:
-            group_params = self.groups[group]
-            chunk = grads[position : position + len(group_params)]
-            position += len(group_params)
-            per_group.setdefault(group, {})[plan.loss_of_pack(pack, group)] = filled(chunk, group_params)
+        self._store(plan, pack, grads, groups, per_group)
+
+    def _store(
+        self,
+        plan: GradientPlan,
+        pack: tuple[str, ...],
+        grads: Sequence[Tensor | None],
+        groups: list[str],
+        per_group: dict[str, PerLoss],
+    ) -> None:
+        """A pack's gradients on the concatenated parameters of ``groups``, as each group's gradient
+        of the one loss of the pack that reaches it."""
+        for group, chunk in split_by_group(grads, self.groups, groups):
+            per_group.setdefault(group, {})[plan.loss_of_pack(pack, group)] = filled(chunk, self.groups[group])
 
     def _reduce(self, losses: Mapping[str, Tensor], per_group: Any, extra: list[Tensor | None]) -> None:
         """One bucketed reduction: the ``extra`` gradients (the heads'), every per-loss gradient of
@@ -325,14 +328,11 @@ class GradientEngine:
         grads: list[Tensor | None] = list(torch.autograd.grad(total, params, allow_unused=True))
         if self.reducer is not None:
             self._reduce(losses, [], grads)
-        position = len(self.head_params)
         by_scale: dict[float, list[Tensor]] = {}
-        for group, group_params in self.groups.items():
+        for group, chunk in split_by_group(grads[len(self.head_params) :], self.groups, self.groups):
             scale = (self._summed_scales or {}).get(group, 1.0)
-            chunk = [g for g in grads[position : position + len(group_params)] if g is not None]
-            position += len(group_params)
             if scale != 1.0:
-                by_scale.setdefault(scale, []).extend(chunk)
+                by_scale.setdefault(scale, []).extend(g for g in chunk if g is not None)
         for scale, shared in by_scale.items():
             foreach.mul_(shared, scale)
         accumulate(params, grads)

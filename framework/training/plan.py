@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from ..integrators import Decision, Integrator
+from .grad_buffers import split_by_group
 
 
 @dataclass(frozen=True)
@@ -76,13 +77,8 @@ def make_plan(
                 )
         else:
             grads = torch.autograd.grad(loss, flat, retain_graph=True, allow_unused=True)
-        reached: set[str] = set()
-        position = 0
-        for group, params in groups.items():
-            if any(g is not None for g in grads[position : position + len(params)]):
-                reached.add(group)
-            position += len(params)
-        reach_of_loss[name] = reached
+        chunks = split_by_group(grads, groups, groups) if grads else ()
+        reach_of_loss[name] = {group for group, chunk in chunks if any(g is not None for g in chunk)}
     packs: list[tuple[list[str], set[str]]] = []
     for name in losses:
         for members, covered in packs:
