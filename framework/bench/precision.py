@@ -3,20 +3,19 @@
 
 ``bf16`` and ``16`` run the forward pass and the losses under ``torch.autocast`` with that dtype;
 ``16`` adds a ``torch.amp.GradScaler``: the engine gets its scale as ``loss_scale`` and the
-optimizer steps through ``scaler.step`` / ``scaler.update`` (as ``trainer.precision`` does).
+optimizer steps through ``scaler.step`` / ``scaler.update``: the trainer's own
+:class:`~framework.training.precision.Precision`, one per variant.
 Parameters, optimizer state and the integration stay in float32.
 """
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any
-
 import torch
-from torch import Tensor
 
-PRECISIONS = ("32", "bf16", "16")
-DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
+from ..config.schema import PRECISIONS
+from ..training.precision import DTYPES, Precision
+
+__all__ = ["PRECISIONS", "BenchError", "Precision", "check_precision", "device_name", "resolve_device"]
 
 NO_REFERENCE_SCALING = "the reference code's step has no loss scaling (float16 needs a GradScaler)"
 
@@ -68,29 +67,3 @@ def check_precision(precision: str, device: torch.device) -> None:
             torch.amp.GradScaler(device.type)
     except (RuntimeError, AssertionError) as error:
         raise BenchError(f"--precision {precision}: {device.type} autocast does not run {dtype} ({error})") from None
-
-
-class Precision:
-    """One variant's autocast context and, for ``16``, its own gradient scaler."""
-
-    def __init__(self, name: str, device: torch.device) -> None:
-        self.name, self.device = name, device
-        self.scaler = torch.amp.GradScaler(device.type) if name == "16" else None
-
-    def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.name == "32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=DTYPES[self.name])
-
-    def loss_scale(self) -> Tensor | None:
-        """The scaler's scale as a device tensor, for ``GradientEngine.backward(loss_scale=...)``."""
-        if self.scaler is None:
-            return None
-        return self.scaler.scale(torch.ones((), device=self.device))
-
-    def step(self, optimizer: torch.optim.Optimizer) -> None:
-        if self.scaler is None:
-            optimizer.step()
-            return
-        self.scaler.step(optimizer)
-        self.scaler.update()

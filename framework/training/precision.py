@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..config.schema import PRECISIONS
 
-_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
+DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
 
 
 class Precision:
@@ -35,7 +35,7 @@ class Precision:
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.name == "32":
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=_DTYPES[self.name])
+        return torch.autocast(self.device.type, dtype=DTYPES[self.name])
 
     def loss_scale(self) -> Tensor | None:
         """The scaler's current scale as a device tensor (no host sync), or ``None`` without one."""
@@ -47,15 +47,17 @@ class Precision:
         if self.scaler is not None:
             self.scaler.unscale_(optimizer)
 
-    def step(self, optimizer: torch.optim.Optimizer) -> bool:
-        """Step ``optimizer``; return whether it stepped (``False``: the scaler skipped an overflow)."""
+    def step(self, optimizer: torch.optim.Optimizer) -> Tensor | None:
+        """Step ``optimizer``. With a scaler: a 0-dim device tensor, true when the scaler skipped the
+        step for an overflow (its scale backs off exactly then); read by no one until the epoch ends."""
         if self.scaler is None:
             optimizer.step()
-            return True
-        before = self.scaler.get_scale()
+            return None
+        one = torch.ones((), device=self.device)
+        before = self.scaler.scale(one)
         self.scaler.step(optimizer)
         self.scaler.update()
-        return self.scaler.get_scale() >= before  # the scale backs off exactly when the step was skipped
+        return self.scaler.scale(one) < before
 
     def state_dict(self) -> dict[str, Any]:
         return self.scaler.state_dict() if self.scaler is not None else {}

@@ -92,7 +92,7 @@ class Trainer:
         self.heads = list(model.heads)
         self.selection = model.selection_head
         self.skipped_steps = 0  # steps of the current epoch skipped for non-finite values (skip_step)
-        self.overflow_steps = 0  # steps of the current epoch the fp16 gradient scaler skipped
+        self.overflow_steps: int | Tensor = 0  # steps of this epoch the fp16 scaler skipped (on the device)
         self._skipped = False  # whether the last train_step was skipped
         self._probe_tagged = ""
         if self.main and settings.batch_size > len(splits.train):
@@ -310,8 +310,9 @@ class Trainer:
             if not scaled and not all_finite(p.grad for p in self.model.parameters() if p.grad is not None):
                 self._nonfinite(step, plain, "gradient")
                 return plain
-            if not self.precision.step(self.optimizer):
-                self.overflow_steps += 1
+            overflowed = self.precision.step(self.optimizer)
+            if overflowed is not None:
+                self.overflow_steps = self.overflow_steps + overflowed
             self.optimizer.zero_grad(set_to_none=True)
         metrics = self.statistics.record_step(step, decisions)
         if need:
