@@ -116,9 +116,13 @@ def test_kill_term_ends_the_run_killed_and_resume_reaches_the_same_final_metrics
             process.kill()
     assert process.returncode == 143, out
     assert "Traceback" not in out, out
+    # the signal lands in epoch 2 or, when an epoch is shorter than the poll and the delivery, a
+    # later one; the last checkpoint says which, and the tag and the resume must agree with it
+    interrupted = torch.load(path, weights_only=False)["state"]["epoch"]
+    assert 2 <= interrupted < 4
     run = only_run(uri)
     assert run.info.status == "KILLED"
-    assert run.data.tags["interrupted"].startswith("SIGTERM in epoch 2"), run.data.tags
+    assert run.data.tags["interrupted"].startswith(f"SIGTERM in epoch {interrupted};"), run.data.tags
     assert not list((tmp_path / "job" / "spool").glob("*.jsonl")), "the journal went into the store"
     assert not path.with_name("job.lock").exists()
 
@@ -126,7 +130,7 @@ def test_kill_term_ends_the_run_killed_and_resume_reaches_the_same_final_metrics
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     run = only_run(uri)
     assert run.info.status == "FINISHED" and "interrupted" not in run.data.tags
-    assert run.data.tags["resumed_from_epoch"] == "2"
+    assert run.data.tags["resumed_from_epoch"] == str(interrupted)
     assert rows(tmp_path / "mlflow.db") == rows(tmp_path / "reference.db"), "every point once, the same values"
 
 
