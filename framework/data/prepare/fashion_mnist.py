@@ -4,7 +4,6 @@ cached as ``fashion_mnist/items.npz``, skipped with a note when the package is n
 
 from __future__ import annotations
 
-import gzip
 import os
 import subprocess
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from framework.data.idx import read_idx
 from framework.data.sources import FASHION_APT, FASHION_FILE, load_fashion_mnist
 
 from .common import PrepareError, _sha256, check_counts, is_cached, log, mb, save_npz, write_source
@@ -32,16 +32,11 @@ def fashion_source_dir() -> Path:
     return Path(os.environ.get(FASHION_DIR_ENV) or FASHION_SYSTEM_DIR)
 
 
-def read_idx_gz(path: Path, ndim: int) -> np.ndarray:
-    """A gzipped uint8 IDX file (MNIST's format) of ``ndim`` dimensions."""
-    data = gzip.decompress(path.read_bytes())
-    if len(data) < 4 or data[:3] != b"\x00\x00\x08" or data[3] != ndim:
-        raise PrepareError(f"{path}: not a uint8 IDX file of {ndim} dimensions (bad magic number)")
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    offset = 4 + 4 * ndim
-    if len(data) - offset != int(np.prod(dims)):
-        raise PrepareError(f"{path}: IDX header says {dims} but the file has {len(data) - offset} bytes of data")
-    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(dims).copy()
+def _read_uint8_idx(path: Path, ndim: int) -> np.ndarray:
+    try:
+        return read_idx(path, ndim=ndim, dtype=np.uint8)
+    except ValueError as exc:
+        raise PrepareError(str(exc)) from exc
 
 
 def _deb_version(package: str) -> str:
@@ -68,7 +63,7 @@ def prepare_fashion_mnist(data_dir: Path, force: bool = False, source_dir: Path 
     start = time.perf_counter()
     images, labels, official_test = [], [], []
     for split, (image_file, label_file) in files.items():
-        split_images, split_labels = read_idx_gz(image_file, 3), read_idx_gz(label_file, 1)
+        split_images, split_labels = _read_uint8_idx(image_file, 3), _read_uint8_idx(label_file, 1)
         if split_images.shape[1:] != (28, 28) or split_labels.shape != (split_images.shape[0],):
             raise PrepareError(
                 f"{image_file}: expected (N, 28, 28) images and N labels, got "
