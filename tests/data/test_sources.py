@@ -50,7 +50,7 @@ def test_load_mnist_digits(tmp_path: Path) -> None:
 
 
 def test_load_fsdd_mfcc(tmp_path: Path) -> None:
-    features, lengths, labels = _fake_fsdd(tmp_path)
+    features, _lengths, labels = _fake_fsdd(tmp_path)
     clips, got_labels = load_fsdd_mfcc(tmp_path)
     assert [c.shape for c in clips] == [(6, 13), (1, 13), (9, 13), (3, 13)]
     assert all(c.dtype == np.float32 for c in clips)
@@ -80,8 +80,12 @@ def test_malformed_files_rejected(tmp_path: Path) -> None:
     _write_npz(tmp_path / MNIST_FILE, images=np.zeros((2, 28, 28), np.float32), labels=np.zeros(2, np.int64))
     with pytest.raises(ValueError, match="uint8"):
         load_mnist_digits(tmp_path)
-    _write_npz(tmp_path / FSDD_FILE, features=np.zeros((5, 13), np.float32),
-               lengths=np.array([2, 2], np.int64), labels=np.array([0, 1], np.int64))
+    _write_npz(
+        tmp_path / FSDD_FILE,
+        features=np.zeros((5, 13), np.float32),
+        lengths=np.array([2, 2], np.int64),
+        labels=np.array([0, 1], np.int64),
+    )
     with pytest.raises(ValueError, match="sum to 4"):
         load_fsdd_mfcc(tmp_path)
 
@@ -151,6 +155,27 @@ def test_prepare_skips_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert prepare.prepare_fsdd(tmp_path) == "cached"
 
 
+def test_already_prepared_is_the_one_cache_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from framework.data.prepare.common import already_prepared
+
+    target = tmp_path / MNIST_FILE
+    assert not already_prepared(target, tmp_path, load_mnist_digits, force=False)  # nothing there
+    _fake_mnist(tmp_path)
+    assert not already_prepared(target, tmp_path, load_mnist_digits, force=False)
+    assert "mnist: SOURCE.txt missing, re-fetching" in capsys.readouterr().out
+    target.parent.joinpath("SOURCE.txt").write_text("fake\n")
+    assert already_prepared(target, tmp_path, load_mnist_digits, force=False)
+    assert f"mnist: cached ({target})" in capsys.readouterr().out
+
+    def unreadable(data_dir: Path) -> None:
+        raise ValueError("bad npz")
+
+    assert not already_prepared(target, tmp_path, unreadable, force=False)
+    assert "mnist: existing digits.npz unreadable (bad npz), re-fetching" in capsys.readouterr().out
+    assert not already_prepared(target, tmp_path, unreadable, force=True)  # force: no load, no log
+    assert capsys.readouterr().out == ""
+
+
 def test_save_npz_atomic_returns_sha(tmp_path: Path) -> None:
     target = tmp_path / "x" / "a.npz"
     digest = prepare.save_npz(target, {"a": np.arange(3)})
@@ -182,7 +207,9 @@ def test_real_prepared_data() -> None:
     assert all(c.shape[1] == 13 for c in clips)
 
 
-def test_default_relative_data_dir_falls_back_to_the_checkouts_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_relative_data_dir_falls_back_to_the_checkouts_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A run started outside the repository root (no ./data there) reads what set-up cached in the
     checkout; an explicit directory never falls back."""
     from framework.data import sources
@@ -200,7 +227,9 @@ def test_default_relative_data_dir_falls_back_to_the_checkouts_data(tmp_path: Pa
     assert load_mnist_digits()[0].shape == (2, 28, 28)
     with pytest.raises(FileNotFoundError) as info:
         load_mnist_digits(tmp_path / "mine")
-    assert str(info.value) == f"{tmp_path / 'mine' / MNIST_FILE} not found: run 'python -m framework.data.prepare' first"
+    assert (
+        str(info.value) == f"{tmp_path / 'mine' / MNIST_FILE} not found: run 'python -m framework.data.prepare' first"
+    )
 
 
 def test_missing_everywhere_names_both_places(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -136,15 +136,19 @@ def write_source(path: Path, lines: Sequence[str]) -> None:
     _atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def is_cached(npz_path: Path, data_dir: Path, loader: Callable[[Path], object]) -> bool:
-    if not npz_path.exists():
+def already_prepared(target: Path, data_dir: Path, loader: Callable[[Path], object], force: bool) -> bool:
+    """Whether ``target`` (under ``data_dir``) is a cache to keep: not ``force``, present with its
+    SOURCE.txt, and readable by ``loader``; logs 'cached' when so, and why it re-fetches otherwise."""
+    name = target.parent.name
+    if force or not target.exists():
         return False
-    if not (npz_path.parent / "SOURCE.txt").is_file():
-        log(f"{npz_path.parent.name}: SOURCE.txt missing, re-fetching")
+    if not (target.parent / "SOURCE.txt").is_file():
+        log(f"{name}: SOURCE.txt missing, re-fetching")
         return False
     try:
         loader(data_dir)
     except Exception as exc:
-        log(f"{npz_path.parent.name}: existing {npz_path.name} unreadable ({exc}), re-fetching")
+        log(f"{name}: existing {target.name} unreadable ({exc}), re-fetching")
         return False
+    log(f"{name}: cached ({target})")
     return True

