@@ -1,37 +1,25 @@
 """Per-loss gradients on each parameter group, integrated, written into ``.grad``.
 
-One forward pass. For every loss, its gradient with respect to the trunk's output features is
-taken first (cheap: it only crosses the heads), then pulled back through the trunk. Losses that
-reach disjoint sets of groups share one cotangent computation (with late fusion the unimodal
-losses all go together), so a late-fusion model costs two trunk backward passes whatever its
-number of modalities.
+One forward pass. Each loss's gradient with respect to the trunk's output features is taken first
+(it only crosses the heads), then pulled back through the trunk; losses that reach disjoint groups
+share one pull-back (late fusion: two trunk backward passes whatever the number of modalities).
+With separate trunks (each feature computed by one group alone), each group's pull-backs run back
+to back, the last freeing that encoder's activations, and the group is integrated at once: the peak
+holds one group's per-loss gradients, not every group's. Groups reached by one loss, and the
+heads, get their plain gradient. Without features, each pack of losses is differentiated straight
+to the parameters. A plan is kept per set of loss and feature names (a missing modality, a
+method's sub-step plan again); the integrators' state is kept per group. Gradients are added to
+``.grad``, as ``Tensor.backward`` does.
 
-When every feature is computed by its own group alone (separate encoders, as in late fusion),
-the groups are processed one at a time: each group's per-loss pull-backs run back to back, the
-last one frees that encoder's saved activations, and the group is integrated at once. The peak
-memory then holds one group's extra per-loss gradient instead of every group's. Otherwise, all
-losses of a pack are pulled back through the whole trunk together. Groups reached by one loss,
-and the heads, get their plain gradient.
+A fixed uniform combination ``c * sum_i g_i`` on every shared group (``sum``), with no statistics
+due, is one backward pass of the summed losses. With a ``reducer`` (several ranks), every per-loss
+gradient, the heads' gradients and the loss values are averaged in one bucketed reduction before
+any integration, so every rank integrates the same global per-loss gradients.
 
-When the integrator's update is a fixed uniform combination ``c * sum_i g_i`` on every shared group
-(``sum``) and no statistics are wanted on the step, one backward pass of the summed losses does it.
-
-On several ranks (a ``reducer``, :class:`~framework.training.distributed.GradientReducer`), every
-per-loss gradient, the heads' gradients and the loss values are averaged across ranks in one
-bucketed reduction after the pull-backs and before any integration, so that every rank integrates
-the same global per-loss gradients (separate trunks then hold every group's per-loss gradients at
-once). :attr:`GradientEngine.mean_losses` are the losses' means over the ranks.
-
-Without features, each pack of losses is differentiated straight to the groups' parameters (one
-backward pass per pack). A plan is kept per set of loss and feature names: a step with another set
-(a missing modality, a method's sub-step) plans again; the integrators' state is kept per group.
-Gradients are added to ``.grad``, as ``Tensor.backward`` does.
-
-With a ``loss_scale`` (a :class:`torch.amp.GradScaler`'s scale, a device tensor), the losses are
-scaled before any gradient is taken, every per-loss gradient on a shared group is unscaled and
-checked before it is integrated, and the update is scaled back before it is written, so that the
-scaler's own ``step`` unscales and checks ``.grad`` as usual. A group with a non-finite per-loss
-gradient is not integrated: its plain (non-finite) sum is written, so the scaler skips the step.
+With a ``loss_scale`` (a ``GradScaler``'s scale, a device tensor), the losses are scaled, each
+per-loss gradient on a shared group is unscaled and checked before it is integrated, and the update
+is scaled back, so the scaler's ``step`` unscales and checks ``.grad`` as usual. A group with a
+non-finite per-loss gradient gets its plain (non-finite) sum: the scaler skips the step.
 """
 
 from __future__ import annotations
@@ -44,14 +32,42 @@ from torch import Tensor
 
 from ..integrators import Integrator
 from ..integrators._kernels import foreach
-from .grad_buffers import accumulate, add_up, filled, split_by_group
-from .plan import GradientPlan, GroupDecision, leaf_tensors, make_plan, uniform_scales
+from .plan import GradientPlan, GroupDecision, leaf_tensors, make_plan, split_by_group, uniform_scales
 
 if TYPE_CHECKING:
     from .distributed import GradientReducer
 
 PerLoss = dict[str, list[Tensor]]
-"""``{loss: per-tensor gradients}`` on one group."""
+"""``{loss: per-tensor gradients}`` on one group; in the engine's lists ``None`` is a tensor not reached."""
+
+
+def filled(grads: Sequence[Tensor | None], params: list[Tensor]) -> list[Tensor]:
+    return [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params, strict=True)]
+
+
+def add_up(total: list[Tensor | None], grads: Sequence[Tensor | None]) -> None:
+    for i, g in enumerate(grads):
+        current = total[i]
+        if g is not None:
+            total[i] = g if current is None else current + g
+
+
+def accumulate(params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> None:
+    """``.grad += g`` where ``g`` is not ``None``, as ``Tensor.backward`` does."""
+    for p, g in zip(params, grads, strict=True):
+        if g is not None:
+            p.grad = g if p.grad is None else p.grad.add_(g)
+
+
+def scale_by_group(grads: Mapping[str, Sequence[Tensor | None]], scales: Mapping[str, float]) -> None:
+    """Each group's gradients times its scale, in place (one fused call per distinct scale)."""
+    by_scale: dict[float, list[Tensor]] = {}
+    for group, chunk in grads.items():
+        scale = scales.get(group, 1.0)
+        if scale != 1.0:
+            by_scale.setdefault(scale, []).extend(g for g in chunk if g is not None)
+    for scale, tensors in by_scale.items():
+        foreach.mul_(tensors, scale)
 
 
 class GradientEngine:
@@ -120,12 +136,8 @@ class GradientEngine:
 
     def scale_summed(self) -> None:
         """After a backward of the summed losses: each shared group's gradient times its scale."""
-        by_scale: dict[float, list[Tensor]] = {}
-        for group, scale in (self._summed_scales or {}).items():
-            if scale != 1.0:
-                by_scale.setdefault(scale, []).extend(p.grad for p in self.groups[group] if p.grad is not None)
-        for scale, shared in by_scale.items():
-            foreach.mul_(shared, scale)
+        grads = {group: [p.grad for p in params] for group, params in self.groups.items()}
+        scale_by_group(grads, self._summed_scales or {})
 
     def _use_plan(self, features: Mapping[str, Tensor] | None, losses: Mapping[str, Tensor]) -> GradientPlan:
         """The plan of this set of loss and feature names: the one kept, or a new one."""
@@ -328,11 +340,6 @@ class GradientEngine:
         grads: list[Tensor | None] = list(torch.autograd.grad(total, params, allow_unused=True))
         if self.reducer is not None:
             self._reduce(losses, [], grads)
-        by_scale: dict[float, list[Tensor]] = {}
-        for group, chunk in split_by_group(grads[len(self.head_params) :], self.groups, self.groups):
-            scale = (self._summed_scales or {}).get(group, 1.0)
-            if scale != 1.0:
-                by_scale.setdefault(scale, []).extend(g for g in chunk if g is not None)
-        for scale, shared in by_scale.items():
-            foreach.mul_(shared, scale)
+        by_group = dict(split_by_group(grads[len(self.head_params) :], self.groups, self.groups))
+        scale_by_group(by_group, self._summed_scales or {})
         accumulate(params, grads)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -11,7 +11,6 @@ import torch
 from torch import Tensor
 
 from ..integrators import Decision, Integrator
-from .grad_buffers import split_by_group
 
 
 @dataclass(frozen=True)
@@ -147,3 +146,15 @@ def uniform_scales(plan: GradientPlan, integrator: Integrator) -> dict[str, floa
             return None
         scales[group] = float(weights[0])
     return scales
+
+
+def split_by_group(
+    grads: Sequence[Tensor | None], groups: Mapping[str, list[Tensor]], names: Iterable[str]
+) -> Iterator[tuple[str, Sequence[Tensor | None]]]:
+    """``grads`` of the parameters of the groups ``names``, concatenated in that order, cut back
+    into each group's part."""
+    position = 0
+    for name in names:
+        size = len(groups[name])
+        yield name, grads[position : position + size]
+        position += size

@@ -207,7 +207,7 @@ class Trainer:
         sums: dict[str, Any] = defaultdict(float)  # device tensors: read once per epoch
         count = 0
         self.skipped_steps = self.overflow_steps = 0
-        batches = self._train_batches(dataset)
+        batches = self._source(dataset, train=True)
         show = self.main and (sys.stderr.isatty() if self.settings.progress is None else self.settings.progress)
         bar = tqdm(total=total, desc=f"epoch {self.state.epoch}", disable=not show, leave=False)
         for index, (inputs, labels) in enumerate(batches):
@@ -241,12 +241,6 @@ class Trainer:
                     "or gradient (trainer.on_nonfinite=skip_step): the run diverged"
                 )
         return metrics
-
-    def _train_batches(self, dataset: MultimodalDataset) -> BatchSource:
-        return self._source(dataset, train=True)
-
-    def _eval_batches(self, dataset: MultimodalDataset) -> BatchSource:
-        return self._source(dataset, train=False)
 
     def _source(self, dataset: MultimodalDataset, train: bool) -> BatchSource:
         """The batches of ``dataset`` (this rank's shard), kept across epochs."""
@@ -342,7 +336,7 @@ class Trainer:
             )
 
     def evaluate(self, dataset: MultimodalDataset) -> dict[str, float]:
-        batches = (_to(inputs, labels, self.device) for inputs, labels in self._eval_batches(dataset))
+        batches = (_to(inputs, labels, self.device) for inputs, labels in self._source(dataset, train=False))
         context = self.parallel.context if self.parallel is not None else None
         return evaluate(self.model, self.method, batches, self.precision, self.heads, self.selection, context)
 

@@ -22,7 +22,7 @@ def one_step(compose_cfg, precision: str) -> list[torch.Tensor]:
     cfg = compose_cfg("experiment=smoke", f"trainer.precision={precision}", "trainer.statistics.noise_every=0")
     seed_everything(int(cfg.seed))
     trainer = build_trainer(cfg, None, None)
-    inputs, labels = next(iter(trainer._train_batches(trainer.splits.train)))
+    inputs, labels = next(iter(trainer._source(trainer.splits.train, train=True)))
     before = [p.detach().clone() for p in trainer.model.parameters()]
     trainer.train_step(inputs, labels)
     return [p.detach() - b for p, b in zip(trainer.model.parameters(), before, strict=True)]

@@ -161,7 +161,7 @@ def train_step_reads(compose_cfg: Any, name: str) -> int:
     )
     seed_everything(int(cfg.seed))
     trainer = build_trainer(cfg, None, None)
-    batches = iter(trainer._train_batches(trainer.splits.train))
+    batches = iter(trainer._source(trainer.splits.train, train=True))
     trainer.train_step(*next(batches))  # plans
     trainer.state.step += 1
     assert not trainer.statistics.wants_step(trainer.state.step)
