@@ -32,6 +32,10 @@ class GradNorm(Method):
     updates the weights by their own Adam (``lr``), then ``w`` is renormalised to sum to the number
     of losses. The paper takes ``z`` to be the last shared layer's weights; a multimodal model has
     no layer that every loss reaches, so the features stand in for it (a variant the paper names).
+    A loss with no gradient on ``z`` is outside the algorithm (its norm would read 0, its weight
+    would drift by the renormalisation alone, and it would pull the targets down): the first step
+    raises :class:`MethodError` naming it, as LibMTL's gradient of every loss on the shared
+    parameters would fail.
     Parameters: ``alpha`` 1.5 (the paper's NYUv2 setting), ``lr`` 0.025.
     """
 
@@ -69,7 +73,14 @@ class GradNorm(Method):
         features = list(view.features.values())
         norms = []
         for n in self.names:
-            grads = torch.autograd.grad(losses[n], features, retain_graph=True, allow_unused=True)
+            grads: tuple[Tensor | None, ...] = ()
+            if losses[n].requires_grad:
+                grads = torch.autograd.grad(losses[n], features, retain_graph=True, allow_unused=True)
+            if all(g is None for g in grads):
+                raise MethodError(
+                    f"method=gradnorm: loss '{n}' does not reach the shared representation (features "
+                    f"{sorted(view.features)}), so it has no gradient norm to balance; every loss must reach it"
+                )
             total = sum((g.detach() ** 2).sum() for g in grads if g is not None) + 0.0
             norms.append(torch.sqrt(torch.as_tensor(total)))
         norms_t = torch.stack([torch.as_tensor(x, dtype=values.dtype, device=values.device) for x in norms])

@@ -8,6 +8,7 @@ from torch.testing import assert_close
 
 from framework.losses import MultitaskLoss
 from framework.methods import get_method
+from framework.methods.base import MethodError, StepView
 from framework.methods.gradnorm import gradnorm_targets
 
 from . import _helpers as H
@@ -58,3 +59,22 @@ def test_weights_move_by_the_gradient_of_l_grad_then_renormalise():
     for n in names:
         assert_close(second[n], expected[n], rtol=1e-4, atol=1e-6)
     assert method.decisions()["grad/method/loss_weight/a"] == pytest.approx(float(current[1]))
+
+
+@pytest.mark.parametrize("cut", ["detached", "constant"])
+def test_a_loss_that_does_not_reach_the_features_is_a_one_line_error_naming_it(cut):
+    model, splits = H.make_model()
+    inputs, labels = H.batch(splits)
+    features = model.encode(inputs)
+    logits = model.classify(features)
+    losses = MultitaskLoss()(logits, labels)
+    if cut == "detached":
+        losses["b"] = MultitaskLoss()(model.classify({k: f.detach() for k, f in features.items()}), labels)["b"]
+    else:
+        losses["b"] = torch.tensor(0.7)
+    view = StepView(model, features, logits, labels, epoch=0, step=0, index=0, steps_per_epoch=3)
+    method = get_method("gradnorm")
+    with pytest.raises(
+        MethodError, match=r"loss 'b' does not reach the shared representation \(features \['a', 'b'\]\)"
+    ):
+        method.losses(view, losses)
