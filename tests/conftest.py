@@ -3,7 +3,7 @@ composition, and the dataset writers.
 
 ``tracking_uri`` gives each test its own sqlite store, copied from one store migrated once per
 session (MLflow's schema migration takes 1-3 s a store; a copy takes a millisecond). ``mlflow_server``
-is one ``mlflow server`` for the whole session, started on first use (``tests/mlflow_server.py``).
+is one ``mlflow server`` for the whole session, started on first use by ``scripts/mlflow_server.sh``.
 
 Tests are imported with ``--import-mode=importlib``, so ``tests/`` is not importable as a package;
 ``tests/fixtures/writers.py`` is loaded from its path, once per session, as the ``writers`` fixture.
@@ -12,19 +12,22 @@ Tests are imported with ``--import-mode=importlib``, so ``tests/`` is not import
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import sqlite3
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import NamedTuple
 
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
-from tests.mlflow_server import MlflowServer
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -62,17 +65,39 @@ def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrated_store
     return uri
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The URI of one ``mlflow server`` (sqlite store, served artifacts) shared by the whole session.
+class ServedStore(NamedTuple):
+    """A running ``mlflow server``: its URI, its sqlite backend and its artifacts folder."""
 
-    Started on a free port on first use, stopped at the end of the session. Tests share its store:
-    name runs and experiments so that others' do not matter. A test that stops the server, needs it
-    late or needs an empty store makes its own :class:`tests.mlflow_server.MlflowServer`.
+    uri: str
+    backend: Path
+    artifacts: Path
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedStore]:
+    """One ``mlflow server`` for the whole session, started on first use by the documented script
+    (``scripts/mlflow_server.sh``) over a fresh sqlite backend, stopped at the session's end.
+
+    Tests share its store: each writes under its own experiment name or tag, and reads only that.
+    A test that stops the server, needs it late or needs an empty store makes its own
+    :class:`tests.mlflow_server.MlflowServer`.
     """
-    folder = tmp_path_factory.mktemp("mlflow_server")
-    with MlflowServer(folder / "server.db", log=folder / "server.log", artifacts=folder / "artifacts") as server:
-        yield server.uri
+    base = tmp_path_factory.mktemp("mlflow_server")
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_STATE": str(base / "state")}
+    store = ServedStore(f"http://127.0.0.1:{port}", base / "server.db", base / "artifacts")
+    args = ["--backend-store-uri", f"sqlite:///{store.backend}", "--artifacts-destination", str(store.artifacts)]
+    started = subprocess.run(
+        ["bash", "scripts/mlflow_server.sh", *args, "--port", str(port)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.strip().splitlines()[-1] == f"export MLFLOW_TRACKING_URI={store.uri}"
+    try:
+        yield store
+    finally:
+        stop = ["bash", "scripts/mlflow_server.sh", "--stop", "--port", str(port)]
+        subprocess.run(stop, cwd=ROOT, env=env, timeout=60)
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf, open_dict
-from tests.ports import free_port
 
 pytestmark = pytest.mark.slow  # Hydra multiruns in subprocesses, an mlflow server
 
@@ -112,37 +111,25 @@ def test_submitit_local_jobs_run_at_once_into_a_fresh_embedded_store(tmp_path):
     assert len(folders) == 1, "one fresh submitit folder per sweep"
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """scripts/mlflow_server.sh on a free port, over a fresh sqlite backend; stopped afterwards."""
-    port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_STATE": str(tmp_path / "mlflow-server")}
-    backend = tmp_path / "server.db"
-    args = ["--backend-store-uri", f"sqlite:///{backend}", "--artifacts-destination", str(tmp_path / "artifacts")]
-    started = subprocess.run(
-        ["bash", "scripts/mlflow_server.sh", *args, "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert started.returncode == 0, started.stderr
-    uri = started.stdout.strip().splitlines()[-1].removeprefix("export MLFLOW_TRACKING_URI=")
-    assert uri == f"http://127.0.0.1:{port}"
-    yield uri, backend, tmp_path / "artifacts"
-    subprocess.run(["bash", "scripts/mlflow_server.sh", "--stop", "--port", str(port)], cwd=ROOT, env=env, timeout=60)
-
-
 @pytest.mark.slow
 def test_runs_land_in_a_server_backed_store(mlflow_server, tmp_path):
-    uri, backend, artifacts = mlflow_server
-    result = run_cli("-m", "experiment=smoke", "trainer.epochs=1", "seed=0,1", tmp_path=tmp_path, tracking_uri=uri)
+    experiment = f"server-{tmp_path.name}"  # the session's server is shared: this test's runs alone
+    result = run_cli(
+        "-m", "experiment=smoke", "trainer.epochs=1", "seed=0,1", f"tracking.experiment={experiment}",
+        tmp_path=tmp_path, tracking_uri=mlflow_server.uri,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    through_server = all_runs(uri)
-    in_backend = all_runs(f"sqlite:///{backend}")  # what the server wrote
+    through_server, in_backend = (
+        experiment_runs(uri, experiment) for uri in (mlflow_server.uri, f"sqlite:///{mlflow_server.backend}")
+    )  # the server's answer, and what it wrote to its backend
     assert sorted(r.info.run_name for r in through_server) == ["mmpareto-seed0", "mmpareto-seed1"]
     assert {r.info.run_id for r in in_backend} == {r.info.run_id for r in through_server}
     assert {r.info.status for r in in_backend} == {"FINISHED"}
     assert not (tmp_path / "mlflow.db").exists(), "nothing wrote to the embedded store"
-    assert len(list(artifacts.rglob("config.yaml"))) == 2, "artifacts go through the server to its destination"
+    folder = mlflow_server.artifacts / through_server[0].info.experiment_id
+    assert len(list(folder.rglob("config.yaml"))) == 2, "artifacts go through the server to its destination"
+
+
+def experiment_runs(uri: str, name: str):
+    client = MlflowClient(uri)
+    return client.search_runs([client.get_experiment_by_name(name).experiment_id])

@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.mlflow_server import MlflowServer
 
 from framework.tracking import runs_view_url
 
@@ -43,54 +42,51 @@ def missing() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """A loopback ``mlflow server`` with one finished smoke run; (base url, experiment id, run id)."""
+def finished_run(tmp_path_factory, mlflow_server):
+    """Two finished smoke runs in an experiment of their own on the session's loopback ``mlflow
+    server``; (base url, experiment id, the first run's id)."""
     reason = missing()
     if reason:
         if os.environ.get("FRAMEWORK_REQUIRE_BROWSER") == "1":
             pytest.fail(reason)
         pytest.skip(reason)
     tmp_path = tmp_path_factory.mktemp("ui")
-    # its own server: the experiment's runs table must hold exactly these two runs
-    server = MlflowServer(tmp_path / "server.db", log=tmp_path / "server.log", artifacts=tmp_path / "art")
-    server.start()
-    url = server.uri
-    try:
-        outputs = []
-        for seed in (0, 1):
-            env = {**os.environ, "MLFLOW_TRACKING_URI": url, "FRAMEWORK_CHECKPOINT_DIR": str(tmp_path / f"ckpt{seed}")}
-            result = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "framework.main",
-                    "experiment=smoke",
-                    "trainer.epochs=3",
-                    "trainer.progress=false",
-                    f"seed={seed}",
-                    f"hydra.run.dir={tmp_path}/out{seed}",
-                ],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=600,
-            )
-            assert result.returncode == 0, result.stderr
-            outputs.append(result.stdout + result.stderr)
-        from mlflow.tracking import MlflowClient
+    url = mlflow_server.uri
+    experiment_name = f"ui-{tmp_path.name}"  # the experiment's runs table must hold exactly these two runs
+    outputs = []
+    for seed in (0, 1):
+        env = {**os.environ, "MLFLOW_TRACKING_URI": url, "FRAMEWORK_CHECKPOINT_DIR": str(tmp_path / f"ckpt{seed}")}
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "framework.main",
+                "experiment=smoke",
+                "trainer.epochs=3",
+                "trainer.progress=false",
+                f"seed={seed}",
+                f"tracking.experiment={experiment_name}",
+                f"hydra.run.dir={tmp_path}/out{seed}",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stderr
+        outputs.append(result.stdout + result.stderr)
+    from mlflow.tracking import MlflowClient
 
-        client = MlflowClient(url)
-        experiment = client.get_experiment_by_name("smoke")
-        runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
-        assert [run.info.status for run in runs] == ["FINISHED", "FINISHED"]
-        assert experiment.tags.get("mlflow.experimentKind") == "custom_model_development"
-        # the end of a run prints the link that opens the runs table
-        link = runs_view_url(url, experiment.experiment_id)
-        assert all(link in output for output in outputs), outputs[-1][-2000:]
-        yield url, experiment.experiment_id, runs[0].info.run_id
-    finally:
-        server.stop()
+    client = MlflowClient(url)
+    experiment = client.get_experiment_by_name(experiment_name)
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    assert [run.info.status for run in runs] == ["FINISHED", "FINISHED"]
+    assert experiment.tags.get("mlflow.experimentKind") == "custom_model_development"
+    # the end of a run prints the link that opens the runs table
+    link = runs_view_url(url, experiment.experiment_id)
+    assert all(link in output for output in outputs), outputs[-1][-2000:]
+    yield url, experiment.experiment_id, runs[0].info.run_id
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 # the local cluster is CPU-only with 2 CPUs: one CPU and 1 GB per job, so two run side by side
@@ -51,35 +51,6 @@ def slurm() -> Iterator[str]:
         os.environ.pop("SLURM_CONF", None)
     else:
         os.environ["SLURM_CONF"] = previous
-
-
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """scripts/mlflow_server.sh over a fresh sqlite backend: the store the Slurm jobs write to."""
-    base = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_STATE": str(base / "server")}
-    backend = base / "server.db"
-    started = subprocess.run(
-        [
-            "bash",
-            "scripts/mlflow_server.sh",
-            "--backend-store-uri",
-            f"sqlite:///{backend}",
-            "--artifacts-destination",
-            str(base / "artifacts"),
-            "--port",
-            str(port),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert started.returncode == 0, started.stderr
-    yield started.stdout.strip().splitlines()[-1].removeprefix("export MLFLOW_TRACKING_URI="), backend
-    subprocess.run(["bash", "scripts/mlflow_server.sh", "--stop", "--port", str(port)], cwd=ROOT, env=env, timeout=60)
 
 
 class Sweep:
@@ -132,5 +103,5 @@ class Sweep:
 
 
 @pytest.fixture
-def sweep(slurm: str, mlflow_server: tuple[str, Path], tmp_path: Path) -> Sweep:
-    return Sweep(tmp_path, mlflow_server[0])
+def sweep(slurm: str, mlflow_server: Any, tmp_path: Path) -> Sweep:
+    return Sweep(tmp_path, mlflow_server.uri)

@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.distributed]
 
 
 def test_a_two_task_job_trains_on_two_ranks_and_records_one_run(sweep, mlflow_server, tmp_path):
-    uri, _ = mlflow_server
+    uri = mlflow_server.uri
     result, wall = sweep.run("experiment=smoke", "trainer.epochs=1", *TWO_TASKS, f"+tracking.tags.test={tmp_path.name}")
     logs = sweep.logs()
     assert result.returncode == 0, result.stderr[-3000:] + logs[-3000:]

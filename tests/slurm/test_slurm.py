@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
 def test_two_by_two_sweep_lands_four_finished_runs(sweep, mlflow_server, tmp_path, record_property, capsys):
-    uri, backend = mlflow_server
+    uri, backend = mlflow_server.uri, mlflow_server.backend
     result, wall = sweep.run(
         "experiment=smoke", "integrator=sum,mmpareto", "seed=0,1", f"+tracking.tags.test={tmp_path.name}"
     )
@@ -36,7 +36,7 @@ def test_two_by_two_sweep_lands_four_finished_runs(sweep, mlflow_server, tmp_pat
 
 
 def test_a_job_failing_on_a_bad_value_leaves_the_others_finished(sweep, mlflow_server, tmp_path):
-    uri, _ = mlflow_server
+    uri = mlflow_server.uri
     result, _ = sweep.run(
         "experiment=smoke",
         "integrator.gamma=1.5,-1,3",
@@ -60,7 +60,7 @@ def test_a_job_failing_on_a_bad_value_leaves_the_others_finished(sweep, mlflow_s
 
 
 def test_preempted_job_is_requeued_and_resumes_into_the_same_run(sweep, mlflow_server, tmp_path):
-    uri, _ = mlflow_server
+    uri = mlflow_server.uri
     epochs = 8
     overrides = ["experiment=smoke", f"trainer.epochs={epochs}", "dataset.train_size=4096"]
     process = sweep.start(*overrides, f"+tracking.tags.test={tmp_path.name}")
@@ -94,7 +94,7 @@ def test_job_preempted_by_a_higher_priority_partition_resumes_into_the_same_run(
     """Slurm's own preemption (PreemptMode=REQUEUE): SIGTERM, then SIGKILL (to every task), no USR2
     and no submitit checkpoint. The requeued job (SLURM_RESTART_COUNT=1, same job id) resumes; with
     two tasks both ranks resume from rank 0's checkpoint into the one run."""
-    uri, _ = mlflow_server
+    uri = mlflow_server.uri
     epochs = 8
     process = sweep.start(
         "experiment=smoke",

@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
 def test_scancel_ends_the_run_killed_with_the_interrupted_tag(sweep, mlflow_server, tmp_path):
-    uri, _ = mlflow_server
+    uri = mlflow_server.uri
     process = sweep.start(
         "experiment=smoke", "trainer.epochs=8", "dataset.train_size=4096", f"+tracking.tags.test={tmp_path.name}"
     )
