@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -243,7 +244,7 @@ def job_overrides() -> list[str]:
 
 def one_line(error: BaseException) -> str:
     """Hydra's and OmegaConf's multi-line composition errors as one line that names the key."""
-    from omegaconf.errors import OmegaConfBaseException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
     cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else None
     if cause is None and isinstance(error, OmegaConfBaseException):
@@ -261,6 +262,9 @@ def one_line(error: BaseException) -> str:
             line.strip() for line in str(cause).splitlines()
             if line.strip() and not line.strip().startswith(("full_key:", "reference_type=", "object_type="))
         )  # fmt: skip
+        schema = getattr(cause, "object_type", None)
+        if isinstance(cause, ConfigAttributeError | ConfigKeyError) and dataclasses.is_dataclass(schema):
+            message += f"; valid keys: {', '.join(f.name for f in dataclasses.fields(schema))}"  # a closed node
         where = f" (in: {lines[0]})" if lines and lines[0] != message else ""
         return f"{key}: {message}{where}" if key else f"{message}{where}"
     return " ".join(lines)
@@ -295,6 +299,16 @@ def _report_composition_errors() -> None:
     hydra_utils.run_and_report = run_and_report
 
 
+def search_as_multirun(argv: list[str]) -> list[str]:
+    """``argv`` with ``--multirun`` when it chooses an ``hparams_search``: a search always sweeps.
+    (Hydra takes ``hydra.mode`` from the primary config and the command line only, so the group's
+    own file cannot set it.)"""
+    choices = [a.split("=", 1)[1] for a in argv[1:] if a.lstrip("+~").startswith("hparams_search=")]
+    if choices and choices[-1] != "null" and not {"-m", "--multirun"} & set(argv[1:]):
+        return [argv[0], "--multirun", *argv[1:]]
+    return argv
+
+
 @hydra.main(config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> Any:
     try:
@@ -310,4 +324,5 @@ def main(cfg: DictConfig) -> Any:
 
 if __name__ == "__main__":
     _report_composition_errors()
+    sys.argv = search_as_multirun(sys.argv)
     main()

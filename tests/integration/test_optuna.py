@@ -68,7 +68,6 @@ def test_search_maximizes_val_accuracy_tags_runs_and_continues_its_study(tmp_pat
                 sys.executable,
                 "-m",
                 "framework.main",
-                "-m",
                 *form,
                 *options,
                 f"hydra.sweep.dir={tmp_path}/multi{invocation}",
@@ -82,7 +81,7 @@ def test_search_maximizes_val_accuracy_tags_runs_and_continues_its_study(tmp_pat
         assert result.returncode == 0, result.stderr
         return result.stdout + result.stderr
 
-    output = search(1, SWEEP)
+    output = search(1, SWEEP)  # neither form needs -m: a search always sweeps
     assert "Sampler: TPESampler" in output and "Directions: ['maximize']" in output
     study = optuna.load_study(study_name=STUDY, storage=storage)
     assert len(study.trials) == 2
@@ -108,3 +107,20 @@ def test_search_maximizes_val_accuracy_tags_runs_and_continues_its_study(tmp_pat
         run = by_params[(trial.params["integrator.gamma"], trial.params["optimizer.lr"])]
         assert trial.value == run.data.metrics["best/val/acc/multimodal"]
     assert study.best_value == max(t.value for t in trials)
+
+
+@pytest.mark.parametrize(
+    ("argv", "multirun"),
+    [
+        (["main", "hparams_search=mmpareto_optuna", "experiment=smoke"], True),
+        (["main", "+hparams_search=mmpareto_optuna"], True),
+        (["main", "-m", "hparams_search=mmpareto_optuna"], False),  # already a multirun: unchanged
+        (["main", "hparams_search=mmpareto_optuna", "hparams_search=null"], False),  # the last choice wins
+        (["main", "experiment=smoke", "scheduler=null"], False),
+    ],
+)
+def test_choosing_a_search_makes_the_command_a_multirun(argv, multirun):
+    from framework.main import search_as_multirun
+
+    out = search_as_multirun(argv)
+    assert out == (["main", "--multirun", *argv[1:]] if multirun else argv)
