@@ -17,19 +17,23 @@ one group, ``k x d``). An adapter subclasses one of:
   span, as ConFIG's does; a projection otherwise).
 
 :func:`group_matrix` is the one documented path to the matrix. State (EMAs, step counters) lives in
-the torchjd module, which :meth:`state_dict` saves whole, so resuming is exact; stateful methods
-keep one copy per parameter group. Methods that draw random numbers from torch's global RNG get
-their own generator state, seeded by the integrator's ``seed`` (the run's seed in config) and
-checkpointed, and never disturb the global RNG.
+the torchjd module; :meth:`state_dict` saves its attributes as tensors and plain values (what
+``torch.load(..., weights_only=True)`` reads), and :meth:`load_state_dict` sets them on the
+integrator's own module, so resuming is exact; stateful methods keep one copy per parameter group.
+Methods that draw random numbers from torch's global RNG get their own generator state, seeded
+by the integrator's ``seed`` (the run's seed in config) and checkpointed, and never disturb the
+global RNG.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -72,6 +76,74 @@ class _PrivateRNG:
                     self.cuda = torch.cuda.get_rng_state(device)
 
 
+_MODULE_INTERNALS = frozenset(vars(nn.Module()))
+
+
+def _plain(value: Any) -> bool:
+    """Whether ``value`` is made of what ``torch.load(..., weights_only=True)`` reads back."""
+    if isinstance(value, np.generic):
+        return False
+    if value is None or isinstance(value, (bool, int, float, str, torch.dtype, torch.device, Tensor)):
+        return True
+    if isinstance(value, (tuple, list)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.detach().clone()
+    if isinstance(value, (tuple, list)):
+        return type(value)(_copy(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    return value
+
+
+def module_state(module: nn.Module) -> dict[str, dict[str, Any]]:
+    """The attributes of ``module`` and its submodules (by name) as tensors and plain values.
+
+    Buffers and plain attributes are copied; numpy arrays and scalars become tensors (under
+    ``"numpy"`` and ``"numpy_scalars"``); anything else (the constructor's objects, a solver's
+    problem) is left out: the loading module has the former and rebuilds the latter
+    (:meth:`_TorchJDIntegrator._rebuild`).
+    """
+    state: dict[str, dict[str, Any]] = {}
+    for name, sub in module.named_modules():
+        plain: dict[str, Any] = {k: _copy(v) for k, v in sub._buffers.items()}
+        arrays: dict[str, Tensor] = {}
+        scalars: dict[str, Tensor] = {}
+        for key, value in vars(sub).items():
+            if key in _MODULE_INTERNALS:
+                continue
+            if isinstance(value, (np.ndarray, np.generic)):
+                with contextlib.suppress(TypeError):  # a dtype torch has not: left out
+                    (scalars if isinstance(value, np.generic) else arrays)[key] = torch.from_numpy(
+                        np.array(value, copy=True)
+                    )
+            elif _plain(value):
+                plain[key] = _copy(value)
+        state[name] = {"plain": plain, "numpy": arrays, "numpy_scalars": scalars}
+    return state
+
+
+def load_module_state(module: nn.Module, state: dict[str, dict[str, Any]]) -> None:
+    """Set the attributes that :func:`module_state` saved on ``module`` (built like the saved one)."""
+    subs = dict(module.named_modules())
+    if set(state) != set(subs):
+        raise ValueError(f"torchjd state for submodules {sorted(state)}, the module has {sorted(subs)}")
+    for name, saved in state.items():
+        sub = subs[name]
+        for key, value in saved["plain"].items():
+            setattr(sub, key, _copy(value))
+        for key, tensor in saved["numpy"].items():
+            setattr(sub, key, tensor.numpy().copy())
+        for key, tensor in saved["numpy_scalars"].items():
+            setattr(sub, key, tensor.numpy()[()])
+
+
 class _TorchJDIntegrator(Integrator):
     """What every torchjd adapter shares: the torchjd module, its state, its private RNG."""
 
@@ -92,8 +164,17 @@ class _TorchJDIntegrator(Integrator):
         with self._rng.active(argument.device):
             return self.module(argument).detach()
 
+    def _rebuild(self) -> None:
+        """After :meth:`load_state_dict`: rebuild what :func:`module_state` leaves out. torchjd's
+        Nash-MTL weighting builds its cvxpy problem on its first call (``step == 0``) from the state
+        it saves; every solve sets the problem's parameters before use."""
+        for sub in self.module.modules():
+            build = getattr(sub, "_init_optim_problem", None)
+            if callable(build) and getattr(sub, "step", 0) != 0:
+                build()
+
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"module": copy.deepcopy(self.module)}
+        state: dict[str, Any] = {"module_state": module_state(self.module)}
         if self._rng is not None:
             state["rng"] = {
                 "cpu": self._rng.cpu.clone(),
@@ -102,7 +183,11 @@ class _TorchJDIntegrator(Integrator):
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.module = copy.deepcopy(state["module"])
+        if "module" in state:  # a checkpoint holding the module itself
+            self.module = copy.deepcopy(state["module"])
+        else:
+            load_module_state(self.module, state["module_state"])
+            self._rebuild()
         if self._rng is not None and "rng" in state:
             self._rng.cpu, self._rng.cuda = state["rng"]["cpu"].clone(), state["rng"]["cuda"]
 
