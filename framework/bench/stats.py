@@ -31,7 +31,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def default_statistics() -> StatisticsSettings:
     """The statistics settings of ``conf/train.yaml`` (``trainer.statistics``)."""
     conf = OmegaConf.load(ROOT / "conf" / "train.yaml")
-    return StatisticsSettings(**OmegaConf.to_container(conf.trainer.statistics))  # type: ignore[arg-type]
+    settings = OmegaConf.to_object(OmegaConf.merge(StatisticsSettings, conf.trainer.statistics))  # typed by the schema
+    assert isinstance(settings, StatisticsSettings)
+    return settings
 
 
 def stats_runner(setup: Setup) -> Runner:

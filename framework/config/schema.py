@@ -18,6 +18,13 @@ Struct mode still refuses a new key from the command line without ``+``; with ``
 schema does not list under ``trainer``, ``tracking``, ``checkpoint`` or ``distributed`` is refused
 by :func:`framework.config.validation.check_known_keys`.
 
+``trainer`` and ``trainer.statistics`` are the settings the trainer takes, one field list each:
+:class:`TrainerSettings` and :class:`StatisticsSettings` are defined here (torch-free) and
+re-exported by :mod:`framework.training.settings` and :mod:`framework.training.statistics`. They are
+plain (closed) dataclasses: ``trainer.x=1`` fails while Hydra composes (``framework.main`` prints it
+on one line with the valid keys); ``+trainer.x=1`` is added by Hydra and refused by
+``check_known_keys``, as for the open groups.
+
 Registration happens when this module is imported (``framework.main`` imports it). Where it was
 not imported, ``optional`` makes Hydra compose without the schema (no type checks, same values).
 """
@@ -44,29 +51,45 @@ PRECISIONS = ("32", "bf16", "16")
 
 
 @dataclass
-class StatisticsSchema(Dict[str, Any]):
+class StatisticsSettings:
+    """``log_every``: step statistics every N steps (0: never). ``noise_every``: the probe's
+    covariance traces every N steps (0: never). ``probe_size``: samples in the fixed probe batch.
+    ``probe_chunk``: per-sample gradients held at once (``None``: the whole probe).
+    ``probe_seed``: which train samples form the probe.
+
+    The schema of ``trainer.statistics`` and the settings :class:`framework.training.statistics.GradientStatistics`
+    takes (re-exported by :mod:`framework.training.statistics`)."""
+
     log_every: int = 1
     noise_every: int = 200
     probe_size: int = 16
     probe_chunk: Optional[int] = 4
-    probe_seed: int = 0
+    probe_seed: int = 0  # ranges: framework.config.validation.check_trainer
 
 
 @dataclass
-class TrainerSchema(Dict[str, Any]):
+class TrainerSettings:
+    """The schema of ``trainer`` and the settings :class:`framework.training.trainer.Trainer` takes
+    (re-exported by :mod:`framework.training.settings`); ranges: ``framework.config.validation.check_trainer``."""
+
     epochs: int = 8
     batch_size: int = 64
     eval_batch_size: int = 512
-    num_workers: Optional[int] = None
-    pin_memory: Optional[bool] = None
-    persistent_workers: Optional[bool] = None
-    prefetch_factor: Optional[int] = None
+    num_workers: Optional[int] = None  # data loading (disk datasets); None: 0 on CPU, min(8, CPUs) on CUDA
+    pin_memory: Optional[bool] = None  # None: on CUDA
+    persistent_workers: Optional[bool] = None  # None: on CUDA, with workers
+    prefetch_factor: Optional[int] = None  # None: 4 on CUDA, with workers
     max_steps_per_epoch: Optional[int] = None
     checkpoint_every: int = 1
     progress: Optional[bool] = None
-    on_nonfinite: str = "stop"
-    precision: str = "32"
-    statistics: StatisticsSchema = field(default_factory=StatisticsSchema)
+    on_nonfinite: str = "stop"  # a non-finite loss or gradient: stop (NonFiniteError) | skip_step
+    precision: str = "32"  # 32 | bf16 | 16 (framework/training/precision.py)
+    statistics: StatisticsSettings = field(default_factory=StatisticsSettings)
+
+    def __post_init__(self) -> None:
+        self.precision = str(self.precision)  # YAML's precision: 16 is an int
+        if not isinstance(self.statistics, StatisticsSettings):  # a dict or a DictConfig node
+            self.statistics = StatisticsSettings(**dict(self.statistics))
 
 
 @dataclass
@@ -133,7 +156,7 @@ class TrainSchema(Dict[str, Any]):
     objective: str = "best/val/acc/multimodal"
     trusted_targets: List[str] = field(default_factory=lambda: list(DEFAULT_TRUSTED_TARGETS))
     extra_trusted_targets: List[str] = field(default_factory=list)  # the user's packages, added to trusted_targets
-    trainer: TrainerSchema = field(default_factory=TrainerSchema)
+    trainer: TrainerSettings = field(default_factory=TrainerSettings)
     tracking: TrackingSchema = field(default_factory=TrackingSchema)
     checkpoint: CheckpointSchema = field(default_factory=CheckpointSchema)
     dataset: TargetSchema = field(default_factory=TargetSchema)

@@ -54,9 +54,9 @@ from .errors import ConfigError, fail
 from .schema import (
     CheckpointSchema,
     DistributedSchema,
-    StatisticsSchema,
+    StatisticsSettings,
     TrackingSchema,
-    TrainerSchema,
+    TrainerSettings,
 )
 
 __all__ = [
@@ -101,8 +101,8 @@ STRING_KEYS = ("name", "device", "tracking.experiment", "tracking.uri", "objecti
 OBJECTIVE = re.compile(r"(best/epoch|best/val/acc/.+|best/test/acc/.+|last/test/acc/.+)")
 
 CLOSED_GROUPS = {
-    "trainer": TrainerSchema,
-    "trainer.statistics": StatisticsSchema,
+    "trainer": TrainerSettings,
+    "trainer.statistics": StatisticsSettings,
     "tracking": TrackingSchema,
     "checkpoint": CheckpointSchema,
     "distributed": DistributedSchema,

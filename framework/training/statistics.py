@@ -42,12 +42,12 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sized
-from dataclasses import dataclass
 from typing import cast
 
 import torch
 from torch import Tensor
 
+from ..config.schema import StatisticsSettings as StatisticsSettings  # the schema node of trainer.statistics
 from ..metric_names import (
     CONFLICT,
     CONFLICT_RATE,
@@ -76,20 +76,6 @@ NOISE_PROBE_TAG = "framework.noise_probe"
 PROBE_OFF, PROBE_UNCHECKED = "off", "unchecked"
 CHECK_SAMPLES = 2
 """Probe samples :meth:`GradientStatistics.check_probe` uses."""
-
-
-@dataclass
-class StatisticsSettings:
-    """``log_every``: step statistics every N steps (0: never). ``noise_every``: the probe's
-    covariance traces every N steps (0: never). ``probe_size``: samples in the fixed probe batch.
-    ``probe_chunk``: per-sample gradients held at once (``None``: the whole probe).
-    ``probe_seed``: which train samples form the probe."""
-
-    log_every: int = 1
-    noise_every: int = 200
-    probe_size: int = 16
-    probe_chunk: int | None = 4
-    probe_seed: int = 0  # ranges: framework.config.validation.check_trainer
 
 
 def step_metrics(decisions: list[GroupDecision]) -> dict[str, float]:

@@ -89,14 +89,29 @@ def test_epoch_summary_conflict_rate_and_norm_mean_and_spread():
     assert stats.summary() == {}
 
 
+def test_the_schema_nodes_are_the_settings_classes(compose_cfg):
+    from typing import get_type_hints
+
+    from omegaconf import OmegaConf
+
+    from framework.config.schema import TrainSchema
+
+    assert get_type_hints(TrainSchema)["trainer"] is TrainerSettings
+    assert get_type_hints(TrainerSettings)["statistics"] is StatisticsSettings
+    assert OmegaConf.to_object(OmegaConf.structured(TrainerSettings)) == TrainerSettings()
+    cfg = compose_cfg()  # conf/train.yaml, merged into the schema: same class, same defaults
+    assert OmegaConf.get_type(cfg, "trainer") is TrainerSettings
+    assert OmegaConf.to_object(cfg.trainer) == TrainerSettings() == TrainerSettings(**cfg.trainer)
+    assert TrainerSettings(precision=16).precision == "16"  # YAML's precision: 16 is an int
+
+
 def test_settings_ranges_are_checked_by_validation():
     from omegaconf import OmegaConf
 
-    from framework.config.schema import TrainerSchema
     from framework.config.validation import ConfigError, check_trainer
 
     for key, value in (("noise_every", -1), ("probe_chunk", 0)):
-        trainer = OmegaConf.structured(TrainerSchema)
+        trainer = OmegaConf.structured(TrainerSettings)
         trainer.statistics[key] = value
         with pytest.raises(ConfigError, match=rf"trainer\.statistics\.{key}"):
             check_trainer(trainer)
