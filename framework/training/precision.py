@@ -12,6 +12,7 @@ not a divergence. Parameters, optimizer state and statistics stay in float32.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -65,3 +66,9 @@ class Precision:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.scaler is not None and state:
             self.scaler.load_state_dict(state)
+
+
+def all_finite(tensors: Iterable[Tensor]) -> bool:
+    """Whether every value of ``tensors`` is finite (one host read)."""
+    checks = [torch.isfinite(t.detach()).all() for t in tensors]
+    return bool(torch.stack(checks).all()) if checks else True

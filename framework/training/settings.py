@@ -3,19 +3,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor
 
 from ..config.schema import TrainerSettings as TrainerSettings  # the schema node of trainer.*
-
-
-def all_finite(tensors: Iterable[Tensor]) -> bool:
-    """Whether every value of ``tensors`` is finite (one host read)."""
-    checks = [torch.isfinite(t.detach()).all() for t in tensors]
-    return bool(torch.stack(checks).all()) if checks else True
 
 
 class NonFiniteError(FloatingPointError):

@@ -34,8 +34,8 @@ from .distributed import DataParallel
 from .gradients import GradientEngine
 from .console import epoch_line
 from .evaluation import evaluate
-from .precision import Precision
-from .settings import NonFiniteError, TrainerSettings, TrainingState, all_finite
+from .precision import Precision, all_finite
+from .settings import NonFiniteError, TrainerSettings, TrainingState
 from .statistics import NOISE_PROBE_TAG, GradientStatistics
 
 log = logging.getLogger("framework")
@@ -322,7 +322,7 @@ class Trainer:
         if self.settings.on_nonfinite == "skip_step":
             self._skipped = True
             return
-        values = ", ".join(f"{name}={float(value):.6g}" for name, value in losses.items())
+        values = ", ".join(f"{name}={float(torch.as_tensor(value).detach()):.6g}" for name, value in losses.items())
         raise NonFiniteError(
             f"non-finite {what} at step {step} (epoch {self.state.epoch}): losses {values}; "
             "the last checkpoint is from before it (trainer.on_nonfinite=skip_step skips such steps)"
