@@ -12,9 +12,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torchjd.aggregation import ConFIG as TorchjdConFIG
 
-from ._torchjd import MatrixAggregatorIntegrator
+from ._torchjd import MatrixAggregatorIntegrator, aggregation
 from .registry import register
 
 
@@ -27,7 +26,7 @@ class _WithPreference(nn.Module):
 
     def __init__(self, preference: Tensor | None) -> None:
         super().__init__()
-        self.aggregator = TorchjdConFIG(pref_vector=preference)
+        self.aggregator = aggregation().ConFIG(pref_vector=preference)
         self.preference = preference
 
     def forward(self, matrix: Tensor) -> Tensor:

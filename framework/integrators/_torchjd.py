@@ -31,6 +31,7 @@ import contextlib
 import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import ModuleType
 from typing import Any, ClassVar
 
 import numpy as np
@@ -39,6 +40,14 @@ from torch import Tensor, nn
 
 from ._kernels import TensorLists, accumulate, upcast
 from .base import Integrator
+
+
+def aggregation() -> ModuleType:
+    """``torchjd.aggregation``, imported on first use: it imports cvxpy, scipy and qpsolvers (about
+    a second), which a run that uses none of torchjd's methods does not pay at start-up."""
+    import torchjd.aggregation
+
+    return torchjd.aggregation
 
 
 def group_matrix(grads: TensorLists) -> Tensor:

@@ -10,9 +10,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torchjd.aggregation import AlignedMTLWeighting
 
-from ._torchjd import GramianWeightingIntegrator
+from ._torchjd import GramianWeightingIntegrator, aggregation
 from .registry import register
 
 SCALE_MODES = ("min", "median", "rmse")
@@ -29,7 +28,7 @@ class AlignedMTL(GramianWeightingIntegrator):
         self.pref_vector = None if pref_vector is None else [float(x) for x in pref_vector]
         self.scale_mode = scale_mode
         preference = None if self.pref_vector is None else torch.tensor(self.pref_vector, dtype=torch.float64)
-        self._use(AlignedMTLWeighting(pref_vector=preference, scale_mode=scale_mode))  # type: ignore[arg-type]
+        self._use(aggregation().AlignedMTLWeighting(pref_vector=preference, scale_mode=scale_mode))
 
     def method_hparams(self) -> dict[str, Any]:
         return {"pref_vector": self.pref_vector, "scale_mode": self.scale_mode}

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from torchjd.aggregation import CAGradWeighting
 
-from ._torchjd import GramianWeightingIntegrator
+from ._torchjd import GramianWeightingIntegrator, aggregation
 from .registry import register
 
 
@@ -30,7 +29,7 @@ class CAGrad(GramianWeightingIntegrator):
     def __init__(self, c: float = 0.5, norm_eps: float = 1e-4) -> None:
         self.c = float(c)
         self.norm_eps = float(norm_eps)
-        self._use(CAGradWeighting(c=self.c, norm_eps=self.norm_eps))
+        self._use(aggregation().CAGradWeighting(c=self.c, norm_eps=self.norm_eps))
 
     def method_hparams(self) -> dict[str, Any]:
         return {"c": self.c, "norm_eps": self.norm_eps}

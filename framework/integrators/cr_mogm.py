@@ -7,33 +7,23 @@ default ``MGDAWeighting``, the paper's main case: MGDA's min-norm weights, smoot
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
-from torchjd.aggregation import (
-    AlignedMTLWeighting,
-    CRMOGMWeighting,
-    DualProjWeighting,
-    IMTLGWeighting,
-    MeanWeighting,
-    MGDAWeighting,
-    UPGradWeighting,
-    Weighting,
-)
 
-from ._torchjd import GramianWeightingIntegrator
+from ._torchjd import GramianWeightingIntegrator, aggregation
 from .registry import register
 
-WRAPPED: dict[str, Callable[[], Weighting]] = {
-    "mgda": MGDAWeighting,
-    "upgrad": UPGradWeighting,
-    "dualproj": DualProjWeighting,
-    "imtl_g": IMTLGWeighting,
-    "aligned_mtl": AlignedMTLWeighting,
-    "mean": MeanWeighting,
+WRAPPED: dict[str, str] = {
+    "mgda": "MGDAWeighting",
+    "upgrad": "UPGradWeighting",
+    "dualproj": "DualProjWeighting",
+    "imtl_g": "IMTLGWeighting",
+    "aligned_mtl": "AlignedMTLWeighting",
+    "mean": "MeanWeighting",
 }
-"""The weightings CR-MOGM can smooth (torchjd's, with their default parameters)."""
+"""The weightings CR-MOGM can smooth: torchjd's classes, by name (built with their default parameters)."""
 
 
 @register("cr_mogm")
@@ -60,7 +50,11 @@ class CRMOGM(GramianWeightingIntegrator):
         self.alpha = float(alpha)
         self.initial_weights = None if initial_weights is None else [float(x) for x in initial_weights]
         initial = None if self.initial_weights is None else torch.tensor(self.initial_weights, dtype=torch.float64)
-        self._use(CRMOGMWeighting(WRAPPED[weighting](), alpha=self.alpha, initial_weights=initial))
+        self._use(
+            aggregation().CRMOGMWeighting(
+                getattr(aggregation(), WRAPPED[weighting])(), alpha=self.alpha, initial_weights=initial
+            )
+        )
 
     def method_hparams(self) -> dict[str, Any]:
         return {"weighting": self.weighting, "alpha": self.alpha, "initial_weights": self.initial_weights}

@@ -11,9 +11,8 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
-from torchjd.aggregation import DualProjWeighting
 
-from ._torchjd import GramianWeightingIntegrator
+from ._torchjd import GramianWeightingIntegrator, aggregation
 from .registry import register
 
 
@@ -29,7 +28,7 @@ class DualProj(GramianWeightingIntegrator):
     def __init__(self, pref_vector: Sequence[float] | None = None) -> None:
         self.pref_vector = None if pref_vector is None else [float(x) for x in pref_vector]
         preference = None if self.pref_vector is None else torch.tensor(self.pref_vector, dtype=torch.float64)
-        self._use(DualProjWeighting(pref_vector=preference))
+        self._use(aggregation().DualProjWeighting(pref_vector=preference))
 
     def method_hparams(self) -> dict[str, Any]:
         return {"pref_vector": self.pref_vector}

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from torchjd.aggregation import ExcessMTLWeighting
 
-from ._torchjd import MatrixWeightingIntegrator
+from ._torchjd import MatrixWeightingIntegrator, aggregation
 from .registry import register
 
 
@@ -39,7 +38,9 @@ class ExcessMTL(MatrixWeightingIntegrator):
     def __init__(self, robust_step_size: float = 1.0, n_warmup_steps: int = 1) -> None:
         self.robust_step_size = float(robust_step_size)
         self.n_warmup_steps = int(n_warmup_steps)
-        self._use(ExcessMTLWeighting(robust_step_size=self.robust_step_size, n_warmup_steps=self.n_warmup_steps))
+        self._use(
+            aggregation().ExcessMTLWeighting(robust_step_size=self.robust_step_size, n_warmup_steps=self.n_warmup_steps)
+        )
 
     def method_hparams(self) -> dict[str, Any]:
         return {"robust_step_size": self.robust_step_size, "n_warmup_steps": self.n_warmup_steps}

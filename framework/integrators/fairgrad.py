@@ -10,9 +10,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torchjd.aggregation import FairGradWeighting
 
-from ._torchjd import GramianWeightingIntegrator
+from ._torchjd import GramianWeightingIntegrator, aggregation
 from .registry import register
 
 
@@ -35,7 +34,7 @@ class FairGrad(GramianWeightingIntegrator):
         self.max_iters = None if max_iters is None else int(max_iters)
         degree = (1.0 - self.alpha) / (1.0 + self.alpha)
         self.scale_degree = int(degree) if degree == int(degree) else None
-        self._use(FairGradWeighting(alpha=self.alpha, max_iters=self.max_iters))
+        self._use(aggregation().FairGradWeighting(alpha=self.alpha, max_iters=self.max_iters))
 
     def weights(self, gram: Tensor) -> Tensor:
         # Solve on G / t (t: the trace) and rescale: if G' w' = w'^(-1/alpha) then w = t^(-alpha/(1+alpha)) w'

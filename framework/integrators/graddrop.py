@@ -11,9 +11,8 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
-from torchjd.aggregation import GradDrop as TorchjdGradDrop
 
-from ._torchjd import MatrixAggregatorIntegrator
+from ._torchjd import MatrixAggregatorIntegrator, aggregation
 from .registry import register
 
 
@@ -22,7 +21,7 @@ class _WithLeak(nn.Module):
 
     def __init__(self, leak: Tensor | None) -> None:
         super().__init__()
-        self.aggregator = TorchjdGradDrop(leak=leak)
+        self.aggregator = aggregation().GradDrop(leak=leak)
         self.leak = leak
 
     def forward(self, matrix: Tensor) -> Tensor:

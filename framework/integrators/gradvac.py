@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from torchjd.aggregation import GradVacWeighting
 
-from ._torchjd import GramianWeightingIntegrator
+from ._torchjd import GramianWeightingIntegrator, aggregation
 from .registry import register
 
 
@@ -34,7 +33,7 @@ class GradVac(GramianWeightingIntegrator):
         self.beta = float(beta)
         self.eps = float(eps)
         self.seed = int(seed)
-        self._use(GradVacWeighting(beta=self.beta, eps=self.eps), seed=self.seed)
+        self._use(aggregation().GradVacWeighting(beta=self.beta, eps=self.eps), seed=self.seed)
 
     def method_hparams(self) -> dict[str, Any]:
         return {"beta": self.beta, "eps": self.eps, "seed": self.seed}

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from torchjd.aggregation import IMTLGWeighting
 
-from ._torchjd import GramianWeightingIntegrator
+from ._torchjd import GramianWeightingIntegrator, aggregation
 from .registry import register
 
 
@@ -27,4 +26,4 @@ class IMTLG(GramianWeightingIntegrator):
     normalise_gram: ClassVar[bool] = True
 
     def __init__(self) -> None:
-        self._use(IMTLGWeighting())
+        self._use(aggregation().IMTLGWeighting())

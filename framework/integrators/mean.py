@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchjd.aggregation import MeanWeighting
 
-from ._torchjd import GramianWeightingIntegrator
+from ._torchjd import GramianWeightingIntegrator, aggregation
 from .registry import register
 
 
@@ -18,7 +17,7 @@ class Mean(GramianWeightingIntegrator):
     """No parameters: weights ``1 / k``, a fixed combination (one backward pass of the mean loss)."""
 
     def __init__(self) -> None:
-        self._use(MeanWeighting())
+        self._use(aggregation().MeanWeighting())
 
     def fixed_weights(self, k: int) -> Tensor:
         return torch.full((k,), 1.0 / k, dtype=torch.float64)

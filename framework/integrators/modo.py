@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from torchjd.aggregation import MoDoWeighting
 
-from ._torchjd import GramianWeightingIntegrator
+from ._torchjd import GramianWeightingIntegrator, aggregation
 from .registry import register
 
 
@@ -31,7 +30,7 @@ class MoDo(GramianWeightingIntegrator):
     def __init__(self, lr: float = 0.1, rho: float = 0.1) -> None:
         self.lr = float(lr)
         self.rho = float(rho)
-        self._use(MoDoWeighting(gamma=self.lr, rho=self.rho))
+        self._use(aggregation().MoDoWeighting(gamma=self.lr, rho=self.rho))
 
     def method_hparams(self) -> dict[str, Any]:
         return {"lr": self.lr, "rho": self.rho}

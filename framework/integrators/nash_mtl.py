@@ -11,9 +11,8 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
-from torchjd.aggregation import NashMTL as TorchjdNashMTL
 
-from ._torchjd import GramianWeightingIntegrator
+from ._torchjd import GramianWeightingIntegrator, aggregation
 from .registry import register
 
 
@@ -63,7 +62,7 @@ class NashMTL(GramianWeightingIntegrator):
         self.max_norm = float(max_norm)
         self.update_weights_every = int(update_weights_every)
         self.optim_niter = int(optim_niter)
-        aggregator = TorchjdNashMTL(
+        aggregator = aggregation().NashMTL(
             n_tasks=1,
             max_norm=self.max_norm,
             update_weights_every=self.update_weights_every,

@@ -10,9 +10,8 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
-from torchjd.aggregation import PCDWeighting
 
-from ._torchjd import GramianWeightingIntegrator
+from ._torchjd import GramianWeightingIntegrator, aggregation
 from .registry import register
 
 
@@ -35,7 +34,7 @@ class PCD(GramianWeightingIntegrator):
         self.beta = float(beta)
         self.eps = float(eps)
         taus = torch.tensor(self.tau, dtype=torch.float64) if isinstance(self.tau, list) else self.tau
-        self._use(PCDWeighting(tau=taus, beta=self.beta, eps=self.eps))
+        self._use(aggregation().PCDWeighting(tau=taus, beta=self.beta, eps=self.eps))
 
     def method_hparams(self) -> dict[str, Any]:
         return {"tau": self.tau, "beta": self.beta, "eps": self.eps}

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from torchjd.aggregation import RandomWeighting
 
-from ._torchjd import GramianWeightingIntegrator
+from ._torchjd import GramianWeightingIntegrator, aggregation
 from .registry import register
 
 
@@ -32,7 +31,7 @@ class Random(GramianWeightingIntegrator):
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = int(seed)
-        self._use(RandomWeighting(), seed=self.seed)
+        self._use(aggregation().RandomWeighting(), seed=self.seed)
 
     def method_hparams(self) -> dict[str, Any]:
         return {"seed": self.seed}

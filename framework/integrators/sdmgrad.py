@@ -10,9 +10,8 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
-from torchjd.aggregation import SDMGradWeighting
 
-from ._torchjd import GramianWeightingIntegrator
+from ._torchjd import GramianWeightingIntegrator, aggregation
 from .registry import register
 
 
@@ -46,7 +45,7 @@ class SDMGrad(GramianWeightingIntegrator):
         self.pref_vector = None if pref_vector is None else [float(x) for x in pref_vector]
         preference = None if self.pref_vector is None else torch.tensor(self.pref_vector, dtype=torch.float64)
         self._use(
-            SDMGradWeighting(
+            aggregation().SDMGradWeighting(
                 lr=self.lr,
                 momentum=self.momentum,
                 n_iter=self.n_iter,

@@ -9,10 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from torch import Tensor
-from torchjd.aggregation import TrimmedMean as TorchjdTrimmedMean
 
 from ._kernels import TensorLists
-from ._torchjd import MatrixAggregatorIntegrator
+from ._torchjd import MatrixAggregatorIntegrator, aggregation
 from .registry import register
 
 
@@ -24,13 +23,13 @@ class TrimmedMean(MatrixAggregatorIntegrator):
     ``(k - 1) // 2``: the coordinate-wise median (for ``k = 2``, the mean).
     """
 
-    module: TorchjdTrimmedMean
+    module: Any  # torchjd's TrimmedMean
 
     def __init__(self, trim_number: int | None = None) -> None:
         if trim_number is not None and int(trim_number) < 0:
             raise ValueError(f"trimmed_mean: trim_number must be >= 0 or null, got {trim_number}")
         self.trim_number = None if trim_number is None else int(trim_number)
-        self._use(TorchjdTrimmedMean(trim_number=0))
+        self._use(aggregation().TrimmedMean(trim_number=0))
 
     def direction(
         self, grads: TensorLists, grams: Tensor, inplace: bool

@@ -49,3 +49,20 @@ def test_parameters_of_lists_keyword_parameters_in_order():
             pass
 
     assert parameters_of(C) == ["x", "y"]
+
+
+def test_starting_a_run_does_not_import_torchjd_until_a_torchjd_method_is_built():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, framework.main\n"
+        "from framework.integrators import get_integrator\n"
+        "assert 'torchjd' not in sys.modules and 'cvxpy' not in sys.modules, 'imported at start-up'\n"
+        "get_integrator('mmpareto')\n"
+        "assert 'torchjd' not in sys.modules\n"
+        "get_integrator('upgrad')\n"
+        "assert 'torchjd' in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
