@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up, start the local Slurm cluster when possible, and run the whole test suite in two tiers:
 #   1. the fast tier:  pytest                      (units, contracts, fidelity, data, analysis)
-#   2. the rest:       pytest -m "slow or slurm or distributed or cuda"   (cuda skips without a GPU)
+#   2. the rest:       pytest -m "(slow or slurm or distributed or cuda) and not benchmark"   (cuda skips without a GPU)
 # each with --durations=25; the exit status is the first tier's failure, else the second's.
 # Usage: bash scripts/test.sh [pytest args]   the args go to both tiers (e.g. -q, -x, -k word);
 #        with an -m of your own, one pytest call runs that selection instead of the two tiers.
@@ -22,7 +22,7 @@ done
 # pytest's 5 (no test selected) is no failure for one tier alone: `bash scripts/test.sh tests/data`
 fast=0 rest=0
 .venv/bin/python -m pytest --durations=25 "$@" || fast=$?
-.venv/bin/python -m pytest -m "slow or slurm or distributed or cuda" --durations=25 "$@" || rest=$?
+.venv/bin/python -m pytest -m "(slow or slurm or distributed or cuda) and not benchmark" --durations=25 "$@" || rest=$?
 if [ "$fast" -eq 5 ] && [ "$rest" -eq 5 ]; then exit 5; fi
 for status in "$fast" "$rest"; do
   if [ "$status" -ne 0 ] && [ "$status" -ne 5 ]; then exit "$status"; fi

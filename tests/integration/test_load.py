@@ -2,8 +2,9 @@
 
 Against the PostgreSQL-backed server of ``scripts/mlflow_server.sh --postgres``: every run ends
 FINISHED with exactly the metric rows of a reference run. The same load against the embedded
-sqlite store is measured (wall time, runs not FINISHED, rows lost or doubled) and reported;
-its figures and the server's go to ``$FRAMEWORK_LOAD_REPORT`` (JSON) when set.
+sqlite store is measured (wall time, runs not FINISHED, rows lost or doubled) and reported, by
+``pytest -m benchmark`` only (a measurement, in neither test tier); the figures go to
+``$FRAMEWORK_LOAD_REPORT`` (JSON) when set.
 """
 
 from __future__ import annotations
@@ -184,6 +185,7 @@ def test_32_concurrent_jobs_against_a_postgresql_backed_server(postgres_server, 
     assert figures["metric_rows"] == figures["expected_rows"]
 
 
+@pytest.mark.benchmark  # a measurement, not a requirement: pytest -m benchmark (in no tier)
 def test_the_same_load_against_the_embedded_sqlite_store_is_measured(tmp_path, reference):
     db = tmp_path / "mlflow.db"
     result, wall_s = load(tmp_path, f"sqlite:///{db}")
