@@ -117,7 +117,12 @@ class ModelSchema(TargetSchema):
 
 
 @dataclass
-class DistributedSchema(Dict[str, Any]):
+class DistributedSettings:
+    """``distributed.*``: ``backend`` (``auto``: ``nccl`` on CUDA, ``gloo`` on CPU; ``gloo``,
+    ``nccl``), ``timeout_s`` (a collective that waits longer fails the run), ``bucket_mb`` (the
+    per-loss gradients' all-reduce buckets). Used by :mod:`framework.training.launch`; checked by
+    :func:`framework.config.validation.validate`."""
+
     backend: str = "auto"
     timeout_s: float = 300.0
     bucket_mb: float = 25.0
@@ -166,7 +171,7 @@ class TrainSchema(Dict[str, Any]):
     scheduler: Optional[TargetSchema] = None
     integrator: IntegratorSchema = field(default_factory=IntegratorSchema)
     method: MethodSchema = field(default_factory=MethodSchema)
-    distributed: DistributedSchema = field(default_factory=DistributedSchema)
+    distributed: DistributedSettings = field(default_factory=DistributedSettings)
 
 
 def register() -> None:

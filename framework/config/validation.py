@@ -53,7 +53,7 @@ from .checks_training import check_loss, check_optimizer, check_scheduler, check
 from .errors import ConfigError, fail
 from .schema import (
     CheckpointSchema,
-    DistributedSchema,
+    DistributedSettings,
     StatisticsSettings,
     TrackingSchema,
     TrainerSettings,
@@ -105,7 +105,7 @@ CLOSED_GROUPS = {
     "trainer.statistics": StatisticsSettings,
     "tracking": TrackingSchema,
     "checkpoint": CheckpointSchema,
-    "distributed": DistributedSchema,
+    "distributed": DistributedSettings,
 }
 """Config groups whose keys the schema lists in full (``tracking.tags`` itself stays open)."""
 

@@ -30,23 +30,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ..config.schema import DistributedSettings as DistributedSettings  # the schema node of distributed.*
+
 log = logging.getLogger("framework")
 
 BACKENDS = ("auto", "gloo", "nccl")
 """``distributed.backend``: ``auto`` is ``nccl`` on CUDA and ``gloo`` on CPU."""
-
-
-@dataclass(frozen=True)
-class DistributedSettings:
-    """``distributed.*`` of ``conf/train.yaml``."""
-
-    backend: str = "auto"
-    timeout_s: float = 300.0
-    bucket_mb: float = 25.0
-
-    def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ValueError(f"distributed.backend={self.backend!r}: valid values: {' | '.join(BACKENDS)}")
 
 
 @dataclass(frozen=True)
