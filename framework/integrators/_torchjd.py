@@ -174,13 +174,8 @@ class _TorchJDIntegrator(Integrator):
             return self.module(argument).detach()
 
     def _rebuild(self) -> None:
-        """After :meth:`load_state_dict`: rebuild what :func:`module_state` leaves out. torchjd's
-        Nash-MTL weighting builds its cvxpy problem on its first call (``step == 0``) from the state
-        it saves; every solve sets the problem's parameters before use."""
-        for sub in self.module.modules():
-            build = getattr(sub, "_init_optim_problem", None)
-            if callable(build) and getattr(sub, "step", 0) != 0:
-                build()
+        """After :meth:`load_state_dict`: rebuild what :func:`module_state` leaves out (a solver's
+        problem); nothing by default."""
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"module_state": module_state(self.module)}

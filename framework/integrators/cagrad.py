@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-
 from ._torchjd import GramianWeightingIntegrator, aggregation
 from .registry import register
 

@@ -50,11 +50,9 @@ class CRMOGM(GramianWeightingIntegrator):
         self.alpha = float(alpha)
         self.initial_weights = None if initial_weights is None else [float(x) for x in initial_weights]
         initial = None if self.initial_weights is None else torch.tensor(self.initial_weights, dtype=torch.float64)
-        self._use(
-            aggregation().CRMOGMWeighting(
-                getattr(aggregation(), WRAPPED[weighting])(), alpha=self.alpha, initial_weights=initial
-            )
-        )
+        torchjd = aggregation()
+        wrapped = getattr(torchjd, WRAPPED[weighting])()
+        self._use(torchjd.CRMOGMWeighting(wrapped, alpha=self.alpha, initial_weights=initial))
 
     def method_hparams(self) -> dict[str, Any]:
         return {"weighting": self.weighting, "alpha": self.alpha, "initial_weights": self.initial_weights}

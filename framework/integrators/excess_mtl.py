@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-
 from ._torchjd import MatrixWeightingIntegrator, aggregation
 from .registry import register
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-
 from ._torchjd import GramianWeightingIntegrator, aggregation
 from .registry import register
 

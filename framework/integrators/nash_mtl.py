@@ -70,6 +70,13 @@ class NashMTL(GramianWeightingIntegrator):
         )
         self._use(aggregator.weighting)
 
+    def _rebuild(self) -> None:
+        """torchjd's Nash-MTL weighting builds its cvxpy problem on its first call (``step == 0``)
+        from the state it saves; after a load past that call, build it here. Every solve sets the
+        problem's parameters before use."""
+        if self.module.step != 0:
+            self.module._init_optim_problem()
+
     def weights(self, gram: Tensor) -> Tensor:
         gram = gram.double()
         k = gram.shape[0]

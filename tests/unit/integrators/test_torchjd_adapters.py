@@ -198,6 +198,23 @@ def test_state_dict_resumes_exactly_through_torch_save(name: str):
     assert any(not torch.equal(fresh(g).update, e) for g, e in zip(gs[2:], continued, strict=True)), name
 
 
+@pytest.mark.parametrize("name", STATEFUL)
+def test_state_loads_into_an_integrator_never_called(name: str):
+    """The resume path: a group's integrator is built fresh and loaded before its first call
+    (Nash-MTL then has no solver problem yet, and builds it from the loaded state)."""
+    gs = matrices("conflict", 2, 3, steps=5)
+    integrator = adapter(name, 5)
+    for g in gs[:2]:
+        integrator(g)
+    buffer = io.BytesIO()
+    torch.save(integrator.state_dict(), buffer)
+    buffer.seek(0)
+    resumed = adapter(name, 5)
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    for g in gs[2:]:
+        assert torch.equal(resumed(g).update, integrator(g).update)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_every_adapters_state_loads_with_weights_only(name: str):
     integrator = adapter(name, 5)
