@@ -55,8 +55,12 @@ def add_up(total: list[Tensor | None], grads: Sequence[Tensor | None]) -> None:
 def accumulate(params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> None:
     """``.grad += g`` where ``g`` is not ``None``, as ``Tensor.backward`` does."""
     for p, g in zip(params, grads, strict=True):
-        if g is not None:
-            p.grad = g if p.grad is None else p.grad.add_(g)
+        if g is None:
+            continue
+        if p.grad is None:
+            p.grad = g
+        else:
+            p.grad.add_(g)
 
 
 def scale_by_group(grads: Mapping[str, Sequence[Tensor | None]], scales: Mapping[str, float]) -> None:
@@ -136,8 +140,8 @@ class GradientEngine:
 
     def scale_summed(self) -> None:
         """After a backward of the summed losses: each shared group's gradient times its scale."""
-        grads = {group: [p.grad for p in params] for group, params in self.groups.items()}
-        scale_by_group(grads, self._summed_scales or {})
+        scales = self._summed_scales or {}
+        scale_by_group({g: [p.grad for p in self.groups[g]] for g, s in scales.items() if s != 1.0}, scales)
 
     def _use_plan(self, features: Mapping[str, Tensor] | None, losses: Mapping[str, Tensor]) -> GradientPlan:
         """The plan of this set of loss and feature names: the one kept, or a new one."""

@@ -76,7 +76,7 @@ def make_plan(
                 )
         else:
             grads = torch.autograd.grad(loss, flat, retain_graph=True, allow_unused=True)
-        chunks = split_by_group(grads, groups, groups) if grads else ()
+        chunks = split_by_group(grads, groups, groups)  # no gradient at all: every chunk is empty
         reach_of_loss[name] = {group for group, chunk in chunks if any(g is not None for g in chunk)}
     packs: list[tuple[list[str], set[str]]] = []
     for name in losses:
