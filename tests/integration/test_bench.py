@@ -49,22 +49,24 @@ def test_quick_benchmark_writes_the_documented_json(tmp_path):
     assert ratio == pytest.approx(expected, abs=6e-4)
 
 
-def test_unknown_variant_is_a_clear_error():
-    result = subprocess.run(
-        [sys.executable, "-m", "framework.bench", "--quick", "--variants", "nope"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert result.returncode != 0
-    assert "unknown variants ['nope']" in result.stderr and "mmpareto_reference_style" in result.stderr
+def test_unknown_variant_is_a_clear_error(capsys):
+    from framework.bench.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--quick", "--variants", "nope"])
+    stderr = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert "unknown variants ['nope']" in stderr and "mmpareto_reference_style" in stderr
 
 
-def test_unknown_model_is_a_clear_error():
-    result = subprocess.run(
-        [sys.executable, "-m", "framework.bench", "--quick", "--models", "resnet18_av,vit"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "unknown models ['vit']" in result.stderr and "transformer_xmodal" in result.stderr
+def test_unknown_model_is_a_clear_error(capsys):
+    from framework.bench.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--quick", "--models", "resnet18_av,vit"])
+    stderr = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in stderr
+    assert "unknown models ['vit']" in stderr and "transformer_xmodal" in stderr
 
 
 @pytest.mark.parametrize(
@@ -136,6 +138,7 @@ def test_help_describes_the_benchmark():
         [sys.executable, "-m", "framework.bench", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0 and "Step-time benchmark" in result.stdout and "--quick" in result.stdout
+    assert all(flag in result.stdout for flag in ("--device", "--precision", "--batch-size", "bf16", "cuda:N"))
 
 
 # --device / --precision / --batch-size, and scripts/gpu_check.sh --dry-run
@@ -155,21 +158,17 @@ def test_device_and_precision_flags_parse():
     with pytest.raises(SystemExit) as exit_:
         main(["--quick", "--precision", "8"])
     assert exit_.value.code == 2
-    result = subprocess.run(
-        [sys.executable, "-m", "framework.bench", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-    assert all(flag in result.stdout for flag in ("--device", "--precision", "--batch-size", "bf16", "cuda:N"))
 
 
 @NO_CUDA
-def test_cuda_device_without_cuda_fails_in_one_line():
-    result = subprocess.run(
-        [sys.executable, "-m", "framework.bench", "--quick", "--device", "cuda"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert result.returncode != 0 and result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "--device cuda: CUDA is not available" in lines[0], result.stderr
+def test_cuda_device_without_cuda_fails_in_one_line(capsys):
+    from framework.bench.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--quick", "--device", "cuda"])
+    message = str(exit_.value.code)  # sys.exit(message): printed to stderr, exit status 1
+    assert capsys.readouterr().out == "" and isinstance(exit_.value.code, str)
+    assert len(message.splitlines()) == 1 and "--device cuda: CUDA is not available" in message, message
 
 
 def test_bf16_runs_on_cpu_and_says_so(tmp_path):
