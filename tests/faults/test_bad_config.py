@@ -11,29 +11,19 @@ A batch larger than the train split is allowed (a full-batch step) and now says 
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
+from tests.cli import run_main, runs_in
 
 from framework.main import train
 from framework.config.validation import ConfigError
 
 pytestmark = pytest.mark.slow  # trainings and CLI runs in subprocesses
 
-ROOT = Path(__file__).resolve().parents[2]
 SMALL = ("experiment=smoke", "dataset.train_size=64", "trainer.epochs=1", "trainer.statistics.noise_every=0")
-
-
-def runs_in(tmp: Path) -> list:
-    if not (tmp / "mlflow.db").is_file():
-        return []
-    client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
-    return client.search_runs([e.experiment_id for e in client.search_experiments()])
 
 
 def refused(compose_cfg, *overrides: str) -> str:
@@ -113,16 +103,7 @@ CLI_OVERRIDES = ("integrator.gamma=inf", "+trainer.unknown=1")
 def cli_results(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess[str], Path]]:
     def one(override: str) -> tuple[subprocess.CompletedProcess[str], Path]:
         tmp = tmp_path_factory.mktemp("cli")
-        env = {
-            **{k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"},
-            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
-            "FRAMEWORK_CHECKPOINT_DIR": str(tmp / "checkpoints"),
-        }
-        result = subprocess.run(
-            [sys.executable, "-m", "framework.main", *SMALL, override, f"hydra.run.dir={tmp}/out"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        return result, tmp
+        return run_main(tmp, *SMALL, override), tmp
 
     with ThreadPoolExecutor(max_workers=len(CLI_OVERRIDES)) as pool:
         return dict(zip(CLI_OVERRIDES, pool.map(one, CLI_OVERRIDES), strict=True))

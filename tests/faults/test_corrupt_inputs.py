@@ -11,14 +11,13 @@ from __future__ import annotations
 import csv
 import os
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
+from tests.cli import run_main, runs_in
 
 from framework.data import cremad
 from framework.data.audio import AudioReadError, read_wav, write_wav
@@ -26,7 +25,6 @@ from framework.data.base import CorruptSampleError
 
 pytestmark = pytest.mark.slow  # CLI runs in subprocesses
 
-ROOT = Path(__file__).resolve().parents[2]
 TRUNCATED_SIZE = 24022  # bytes: `truncate -s 24022` on a 1 s, 16 kHz, 16-bit clip (32044 bytes)
 
 
@@ -140,18 +138,6 @@ def test_truncated_wav_is_skipped_and_counted(tmp_path, writers):
     assert splits.skipped()["test"] == 1
 
 
-def run_cli(tmp: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **{k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"},
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
-        "FRAMEWORK_CHECKPOINT_DIR": str(tmp / "checkpoints"),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "framework.main", *overrides, f"hydra.run.dir={tmp}/out"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-
-
 CLI_KINDS = ("truncated_wav", "corrupt_pt")
 
 
@@ -163,7 +149,7 @@ def cli_results(tmp_path_factory, writers) -> dict[str, tuple[subprocess.Complet
         tmp = tmp_path_factory.mktemp(kind)
         root = write_tree(writers, tmp / "cremad", "raw" if kind == "truncated_wav" else "preprocessed")
         path = corrupt(root, first_test_clip(root), kind)
-        result = run_cli(
+        result = run_main(
             tmp, "experiment=cremad_resnet18", "model.encoder.width=8", f"dataset.root={root}",
             "dataset.image_size=16", "dataset.on_corrupt=error", "dataset.sample_rate=16000", "dataset.duration=1.0",
             "trainer.epochs=1", "trainer.max_steps_per_epoch=1", "trainer.num_workers=2",
@@ -185,8 +171,7 @@ def test_cli_run_fails_with_one_line_naming_the_file(cli_results, kind):
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     assert lines[-1].startswith("error: ") and str(path) in lines[-1], result.stderr[-3000:]
     assert "checkpoint" not in lines[-1], lines[-1]
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    (run,) = runs_in(tmp_path)
     assert run.info.status == "FAILED"
     tag = run.data.tags["error"]
     assert "\n" not in tag and str(path) in tag, tag

@@ -11,19 +11,16 @@ import errno
 import os
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
+from tests.cli import run_main, runs_in
 
 from framework.training import checkpoint
 from framework.training.checkpoint import CheckpointWriteError, load_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.slow  # CLI runs in subprocesses on a full disk
 
-ROOT = Path(__file__).resolve().parents[2]
 # the reported command, with 256 training samples rather than 2048: the checkpoints (8.8 MB, then
 # 17.6 MB with the momentum buffers) are as large, and the third fills the 40 MB tmpfs
 E = (
@@ -99,20 +96,12 @@ def test_cli_run_on_a_full_disk_fails_with_one_line(tmp_path, small_tmpfs):
     """Before: a 30-line double traceback ending in 'RuntimeError: [enforce fail at inline_container.cc:672]
     . unexpected pos ...', that also the run's error tag; ENOSPC only in the chained exception."""
     ck = small_tmpfs / "ck"
-    env = {
-        **{k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"},
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "framework.main", *E, f"checkpoint.dir={ck}", f"hydra.run.dir={tmp_path}/out"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    result = run_main(tmp_path, *E, f"checkpoint.dir={ck}", timeout=600)
     last = result.stderr.strip().splitlines()[-1]
     assert result.returncode == 1, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     assert last.startswith("error: ") and "No space left on device" in last and str(ck) in last, last
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    (run,) = runs_in(tmp_path)
     tag = run.data.tags["error"]
     assert run.info.status == "FAILED" and "No space left on device" in tag and "\n" not in tag, tag
     kept = torch.load(ck / "checkpoint.pt", map_location="cpu", weights_only=False)

@@ -3,12 +3,10 @@ of a running job, ``kill -TERM``, and no tracking server at the start (never sta
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,28 +14,25 @@ from pathlib import Path
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from tests.cli import ROOT, main_command, main_env
 from tests.mlflow_server import MlflowServer
 from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 # 16 steps per epoch: long enough to be caught inside epoch 2
 ARGS = ["experiment=smoke", "trainer.epochs=4", "dataset.train_size=1024", "trainer.statistics.log_every=4"]
 
 
 def job(tmp_path: Path, uri: str, name: str = "job", **env: str) -> tuple[list[str], dict[str, str], Path]:
     """The command, environment and checkpoint of one job (its folder: ``tmp_path/name``)."""
-    environment = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": uri,
-        "FRAMEWORK_CHECKPOINT_DIR": str(tmp_path / name / "checkpoints"),
-        "FRAMEWORK_SPOOL_DIR": str(tmp_path / name / "spool"),
-        "FRAMEWORK_TRACKING_WAIT_S": "5",
-        **env,
-    }
-    command = [sys.executable, "-m", "framework.main", *ARGS, f"hydra.run.dir={tmp_path / name}/out"]
-    return command, environment, tmp_path / name / "checkpoints" / "smoke" / ",".join(sorted(ARGS)) / "checkpoint.pt"
+    folder = tmp_path / name
+    environment = main_env(folder, uri, FRAMEWORK_SPOOL_DIR=str(folder / "spool"), FRAMEWORK_TRACKING_WAIT_S="5", **env)
+    return (
+        main_command(folder, *ARGS),
+        environment,
+        tmp_path / name / "checkpoints" / "smoke" / ",".join(sorted(ARGS)) / "checkpoint.pt",
+    )
 
 
 def start(command: list[str], env: dict[str, str]) -> subprocess.Popen:

@@ -9,22 +9,19 @@ stderr is ``error: ...``, the exit status 1 and no traceback is printed.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
+from tests.cli import run_main, runs_in
 
 from framework.main import one_line, train
 from framework.config.validation import ConfigError
 
 pytestmark = pytest.mark.slow  # runs the CLI in subprocesses (~1 min)
 
-ROOT = Path(__file__).resolve().parents[2]
 SMOKE = "experiment=smoke"
 UNAVAILABLE_DEVICE = "cuda:99" if torch.cuda.is_available() else "cuda"
 
@@ -106,15 +103,7 @@ IN_PROCESS_ROWS = [row_id for row_id in BY_ID if row_id not in CLI_ROWS and row_
 
 def run_cli(row_id: str, tmp: Path) -> subprocess.CompletedProcess[str]:
     _, overrides, _ = BY_ID[row_id]
-    env = {
-        **{k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"},
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
-        "FRAMEWORK_CHECKPOINT_DIR": str(tmp / "checkpoints"),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "framework.main", SMOKE, *overrides, f"hydra.run.dir={tmp}/out"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    return run_main(tmp, SMOKE, *overrides)
 
 
 @pytest.fixture(scope="module")
@@ -124,13 +113,6 @@ def cli_results(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess
     with ThreadPoolExecutor(max_workers=3) as pool:
         results = dict(zip(CLI_ROWS, pool.map(lambda r: run_cli(r, dirs[r]), CLI_ROWS), strict=True))
     return {row_id: (results[row_id], dirs[row_id]) for row_id in CLI_ROWS}
-
-
-def runs_in(tmp: Path) -> list:
-    if not (tmp / "mlflow.db").is_file():
-        return []
-    client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
-    return client.search_runs([e.experiment_id for e in client.search_experiments()])
 
 
 def test_the_table_covers_every_group_and_kind():

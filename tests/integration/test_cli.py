@@ -5,41 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from tests.cli import run_main
 
 pytestmark = pytest.mark.slow  # runs the CLI in subprocesses (~1 min)
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def run_cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "FRAMEWORK_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
-    }
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "framework.main",
-            *args,
-            f"hydra.run.dir={tmp_path}/out",
-            f"hydra.sweep.dir={tmp_path}/multi",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
 
 def test_single_run_prints_accuracies_and_where_the_run_is(tmp_path):
-    result = run_cli("experiment=smoke", tmp_path=tmp_path)
+    result = run_main(tmp_path, "experiment=smoke", timeout=600)
     assert result.returncode == 0, result.stderr
     output = result.stdout + result.stderr
     assert "[mmpareto] test accuracy at best validation epoch" in output
@@ -47,14 +22,10 @@ def test_single_run_prints_accuracies_and_where_the_run_is(tmp_path):
 
 
 def test_multirun_of_every_integrator_and_three_seeds_lands_twelve_runs(tmp_path):
-    result = run_cli(
-        "-m",
-        "experiment=smoke",
-        "trainer.epochs=1",
-        "integrator=sum,pcgrad,mgda,mmpareto",
-        "seed=0,1,2",
-        tmp_path=tmp_path,
-    )
+    result = run_main(
+        tmp_path, "-m", "experiment=smoke", "trainer.epochs=1", "integrator=sum,pcgrad,mgda,mmpareto", "seed=0,1,2",
+        timeout=600,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
@@ -65,7 +36,7 @@ def test_multirun_of_every_integrator_and_three_seeds_lands_twelve_runs(tmp_path
 
 
 def test_unknown_integrator_gets_hydras_error_listing_the_choices(tmp_path):
-    result = run_cli("experiment=smoke", "integrator=foo", tmp_path=tmp_path)
+    result = run_main(tmp_path, "experiment=smoke", "integrator=foo")
     assert result.returncode != 0
     assert "Could not find 'integrator/foo'" in result.stderr
     assert "mmpareto" in result.stderr and "pcgrad" in result.stderr
@@ -73,7 +44,7 @@ def test_unknown_integrator_gets_hydras_error_listing_the_choices(tmp_path):
 
 
 def test_invalid_parameter_value_is_one_clear_line(tmp_path):
-    result = run_cli("experiment=smoke", "integrator.gamma=-1", tmp_path=tmp_path)
+    result = run_main(tmp_path, "experiment=smoke", "integrator.gamma=-1")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == "error: integrator.gamma=-1: must be > 0"
     assert "Traceback" not in result.stderr

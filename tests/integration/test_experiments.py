@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
+from tests.cli import all_runs
 
 from framework.integrators import INTEGRATORS, get_integrator
 from framework.main import build_trainer, train
@@ -50,13 +50,8 @@ def test_every_preset_has_a_fast_mode_run():
     assert presets == set(PRESETS) | set(MULTITASK_PRESETS), "add the new preset (and its fixture) to PRESETS"
 
 
-def _finished_runs(uri: str) -> list:
-    client = MlflowClient(uri)
-    return client.search_runs([e.experiment_id for e in client.search_experiments()])
-
-
 def _finished_run(uri: str):
-    (run,) = _finished_runs(uri)
+    (run,) = all_runs(uri)
     return run
 
 
@@ -102,7 +97,7 @@ def test_multitask_runs_report_accuracy_per_task_and_the_mean(compose_cfg, track
                           *FAST, *data)  # fmt: skip
         results = train(cfg)
         assert {"best/test/acc/same", "best/test/acc/mean"} <= results.keys()
-    metrics = _finished_runs(tracking_uri)[0].data.metrics
+    metrics = all_runs(tracking_uri)[0].data.metrics
     assert {"grad/trunk.conv1/cos/left.right", "grad/trunk.fc/cos/right.same"} <= metrics.keys()
     out = tmp_path / "report"
     argv = ["--experiment", "multi_mnist_lenet", "--out", str(out), "--tracking-uri", tracking_uri, "--no-summary-run"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from mlflow.tracking import MlflowClient
+from tests.cli import all_runs
 
 from framework.main import train
 from framework.methods import METHODS
@@ -24,8 +25,7 @@ DECISION = {
 
 
 def _run(uri: str):
-    client = MlflowClient(uri)
-    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    (run,) = all_runs(uri)
     return run
 
 

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -13,32 +9,11 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf, open_dict
+from tests.cli import ROOT, main_env, run_main, runs_in
 
 pytestmark = pytest.mark.slow  # Hydra multiruns in subprocesses, an mlflow server
 
-ROOT = Path(__file__).resolve().parents[2]
 SWEEPS = ROOT / "sweeps"
-
-
-def run_cli(*args: str, tmp_path: Path, tracking_uri: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": tracking_uri or f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "FRAMEWORK_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "framework.main", *args, f"hydra.sweep.dir={tmp_path}/multi"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-
-
-def all_runs(uri: str):
-    client = MlflowClient(uri)
-    return client.search_runs([e.experiment_id for e in client.search_experiments()])
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in SWEEPS.glob("*.yaml")))
@@ -81,11 +56,11 @@ def test_comparison_sweep_is_every_integrator_plus_one_joint_times_three_seeds(t
     assert params.seed.split(",") == ["0", "1", "2"]
 
     # the sweep as the README runs it, one seed of it here (`seed=0` overrides the definition's seeds)
-    result = run_cli(
-        "-m", "-cd", "sweeps", "-cn", "compare", "experiment=smoke", "trainer.epochs=1", "seed=0", tmp_path=tmp_path
+    result = run_main(
+        tmp_path, "-m", "-cd", "sweeps", "-cn", "compare", "experiment=smoke", "trainer.epochs=1", "seed=0", timeout=900
     )
     assert result.returncode == 0, result.stderr
-    runs = all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = runs_in(tmp_path)
     assert sorted(r.info.run_name for r in runs) == sorted(f"{m}-seed0" for m in methods)
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert {r.data.tags["sweep"] for r in runs} == {"compare"}
@@ -98,11 +73,11 @@ def test_comparison_sweep_is_every_integrator_plus_one_joint_times_three_seeds(t
 @pytest.mark.slow
 def test_submitit_local_jobs_run_at_once_into_a_fresh_embedded_store(tmp_path):
     # two processes creating the same new sqlite file race on its tables: the run creation retries
-    result = run_cli(
-        "-m", "hydra/launcher=submitit_local", "experiment=smoke", "integrator=sum,mmpareto", tmp_path=tmp_path
+    result = run_main(
+        tmp_path, "-m", "hydra/launcher=submitit_local", "experiment=smoke", "integrator=sum,mmpareto", timeout=900
     )
     assert result.returncode == 0, result.stderr
-    runs = all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = runs_in(tmp_path)
     assert sorted((r.info.run_name, r.info.status) for r in runs) == [
         ("mmpareto-seed0", "FINISHED"),
         ("sum-seed0", "FINISHED"),
@@ -114,9 +89,9 @@ def test_submitit_local_jobs_run_at_once_into_a_fresh_embedded_store(tmp_path):
 @pytest.mark.slow
 def test_runs_land_in_a_server_backed_store(mlflow_server, tmp_path):
     experiment = f"server-{tmp_path.name}"  # the session's server is shared: this test's runs alone
-    result = run_cli(
-        "-m", "experiment=smoke", "trainer.epochs=1", "seed=0,1", f"tracking.experiment={experiment}",
-        tmp_path=tmp_path, tracking_uri=mlflow_server.uri,
+    result = run_main(
+        tmp_path, "-m", "experiment=smoke", "trainer.epochs=1", "seed=0,1", f"tracking.experiment={experiment}",
+        env=main_env(tmp_path, mlflow_server.uri), timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     through_server, in_backend = (

@@ -7,7 +7,6 @@ metric rows are compared as (run, key, step, value) multisets, so a lost or doub
 from __future__ import annotations
 
 import collections
-import os
 import sqlite3
 import subprocess
 import sys
@@ -15,10 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.cli import ROOT, main_command, main_env
 from tests.mlflow_server import MlflowServer
 from tests.ports import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 OVERRIDES = ["experiment=smoke", "trainer.epochs=6", "seed=0", "trainer.progress=false"]
 
 
@@ -31,20 +30,14 @@ def server(tmp_path):
 
 
 def env_for(tmp_path: Path, uri: str, wait_s: float) -> dict[str, str]:
-    return {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": uri,
-        "FRAMEWORK_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
-        "FRAMEWORK_SPOOL_DIR": str(tmp_path / "spool"),
-        "FRAMEWORK_TRACKING_WAIT_S": str(wait_s),
-    }
+    return main_env(tmp_path, uri, FRAMEWORK_SPOOL_DIR=str(tmp_path / "spool"), FRAMEWORK_TRACKING_WAIT_S=str(wait_s))
 
 
 def train(tmp_path: Path, uri: str, wait_s: float = 120, name: str = "job") -> subprocess.Popen:
     folder = tmp_path / name
     folder.mkdir()
     return subprocess.Popen(
-        [sys.executable, "-m", "framework.main", *OVERRIDES, f"hydra.run.dir={folder}/out"],
+        main_command(folder, *OVERRIDES),
         cwd=ROOT,
         env=env_for(folder, uri, wait_s),
         stdout=subprocess.PIPE,

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
+from tests.cli import ROOT, main_env, run_main, runs_in
 
 from framework.config import DEFAULT_TRUSTED_TARGETS, trusted_targets
 from framework.config.schema import TrainSchema
@@ -20,7 +20,6 @@ from framework.config.validation import ConfigError, check_targets, import_failu
 
 pytestmark = pytest.mark.slow  # runs the CLI in a subprocess (~15 s)
 
-ROOT = Path(__file__).resolve().parents[2]
 SMOKE = "experiment=smoke"
 
 MYOPT = """
@@ -133,31 +132,19 @@ def cli(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess[str], P
 
     def run(case: str) -> tuple[subprocess.CompletedProcess[str], Path]:
         tmp = tmp_path_factory.mktemp(case)
-        env = {
-            **{k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"},
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(package_root), os.environ.get("PYTHONPATH")])),
-            "MYOPT_MARKER": str(tmp / "marker"),
-            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
-            "FRAMEWORK_CHECKPOINT_DIR": str(tmp / "checkpoints"),
-        }
-        result = subprocess.run(
-            [sys.executable, "-m", "framework.main", SMOKE, "trainer.epochs=1", *CLI[case], f"hydra.run.dir={tmp}/out"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        return result, tmp
+        path = os.pathsep.join(filter(None, [str(package_root), os.environ.get("PYTHONPATH")]))
+        env = main_env(tmp, PYTHONPATH=path, MYOPT_MARKER=str(tmp / "marker"))
+        return run_main(tmp, SMOKE, "trainer.epochs=1", *CLI[case], env=env), tmp
 
     with ThreadPoolExecutor(max_workers=3) as pool:
         return dict(zip(CLI, pool.map(run, CLI), strict=True))
 
 
 def test_cli_extra_trusted_targets_builds_the_users_optimizer(cli):
-    from mlflow.tracking import MlflowClient
-
     result, tmp = cli["extra"]
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp / "marker").read_text() == "used"
-    client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
-    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    (run,) = runs_in(tmp)
     assert run.info.status == "FINISHED"
 
 
