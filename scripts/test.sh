@@ -27,7 +27,7 @@ fast=0 rest=0
 fast_log=$(mktemp)
 .venv/bin/python -m pytest --durations=25 "$@" >"$fast_log" 2>&1 &
 fast_pid=$!
-trap 'kill "$fast_pid" 2>/dev/null; exit 130' INT TERM
+trap 'kill "$fast_pid" 2>/dev/null; rm -f "$fast_log"; exit 130' INT TERM
 .venv/bin/python -m pytest -m "(slow or slurm or distributed or cuda) and not benchmark" --durations=25 "$@" || rest=$?
 wait "$fast_pid" || fast=$?
 echo "=== the fast tier (pytest), run beside the rest:"

@@ -31,7 +31,7 @@ def job(tmp_path: Path, uri: str, name: str = "job", **env: str) -> tuple[list[s
     return (
         main_command(folder, *ARGS),
         environment,
-        tmp_path / name / "checkpoints" / "smoke" / ",".join(sorted(ARGS)) / "checkpoint.pt",
+        folder / "checkpoints" / "smoke" / ",".join(sorted(ARGS)) / "checkpoint.pt",
     )
 
 

@@ -3,16 +3,15 @@ previous checkpoint kept and used when the last one is unreadable."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from tests.cli import ROOT, main_command, main_env
 
 from framework.main import train
 from framework.training import checkpoint as ckpt
@@ -21,7 +20,6 @@ from framework.training.trainer import Trainer
 
 pytestmark = pytest.mark.slow  # trains, kills and resumes in subprocesses
 
-ROOT = Path(__file__).resolve().parents[2]
 STEPS_PER_EPOCH = 8  # smoke: 512 samples / 64 per batch
 # every stateful part is exercised: momentum (SGD), a cosine schedule, the integrator's own RNG
 # (pcgrad), a torchjd adapter's state (gradvac: the EMA of the target cosines, one copy per
@@ -169,13 +167,9 @@ def wait_for_checkpoint(path: Path, epoch: int, process: subprocess.Popen, timeo
 
 @pytest.mark.slow
 def test_ctrl_c_leaves_a_killed_run_and_a_resumable_checkpoint(tmp_path):
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "FRAMEWORK_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
-    }
+    env = main_env(tmp_path)
     args = ["experiment=smoke", "trainer.epochs=4", "dataset.train_size=4096"]
-    command = [sys.executable, "-m", "framework.main", *args, f"hydra.run.dir={tmp_path}/out"]
+    command = main_command(tmp_path, *args)
     path = tmp_path / "checkpoints" / "smoke" / ",".join(sorted(args)) / "checkpoint.pt"
     # a shell that starts a job in the background ignores SIGINT for it; a user's Ctrl-C does not
     process = subprocess.Popen(
@@ -283,11 +277,9 @@ def test_kill_9_in_epoch_2_then_resume_ends_exactly_like_an_uninterrupted_run(tm
     args = ["experiment=smoke", "trainer.epochs=4", "dataset.train_size=4096", "trainer.statistics.log_every=4"]
 
     def command(name: str) -> tuple[list[str], dict[str, str]]:
-        env = {
-            **os.environ, "MLFLOW_TRACKING_URI": uri, "FRAMEWORK_SPOOL_DIR": str(tmp_path / "spool"),
-            "FRAMEWORK_CHECKPOINT_DIR": str(tmp_path / name),
-        }  # fmt: skip
-        return [sys.executable, "-m", "framework.main", *args, f"hydra.run.dir={tmp_path}/out-{name}"], env
+        spool, checkpoints = str(tmp_path / "spool"), str(tmp_path / name)
+        env = main_env(tmp_path, uri, FRAMEWORK_SPOOL_DIR=spool, FRAMEWORK_CHECKPOINT_DIR=checkpoints)
+        return main_command(tmp_path / name, *args), env
 
     straight_command, straight_env = command("straight")
     done = subprocess.run(straight_command, cwd=ROOT, env=straight_env, capture_output=True, text=True, timeout=600)
