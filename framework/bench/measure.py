@@ -40,6 +40,20 @@ def quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Every object alive now (the imports, the models, the runners) out of the garbage collector's
+    reach until the block ends: each measurement's ``gc.collect()``, and any collection that falls
+    in a timed step, scan only the steps' own objects. A full collection of the ~700k objects after
+    the imports takes about 0.4 s on CPU."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def measure_peak_mb(fn: Callable[[], None], held_bytes: Callable[[], int], device: torch.device) -> float:
     """Held bytes plus the highest point the step's own allocations reach (MiB).
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .cases import ModelCase, build_model
-from .measure import measure_peak_mb
+from .measure import frozen_heap, measure_peak_mb
 from .variants import make_runner
 
 
@@ -35,28 +35,29 @@ def bench_model(
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         runners = [make_runner(v, case, template, device, Path(tmp), precision) for v in variants]
-        for runner in runners:
-            for _ in range(warmup):
-                runner.step()
-        peaks = {}
-        for runner in runners:
-            peaks[runner.name] = measure_peak_mb(runner.step, runner.held_bytes, device)
-            if runner.extra_peak_mb is not None:
-                peaks[runner.name] = max(peaks[runner.name], runner.extra_peak_mb())
-        start = time.perf_counter()
-        logged = 0.0
-        for r in range(case.rounds):
-            shift = r % len(runners)
-            for runner in runners[shift:] + runners[:shift]:
-                for _ in range(case.steps_per_round):
-                    runner.times.append(runner.timed_step(device))
-            elapsed = time.perf_counter() - start
-            if elapsed - logged >= 10 or r + 1 == case.rounds:
-                log(f"  {case.name}: round {r + 1}/{case.rounds} done ({elapsed:.0f} s)")
-                logged = elapsed
-            if r >= 2 and elapsed * (r + 2) / (r + 1) > case.budget_s:
-                log(f"  {case.name}: stopping after {r + 1} rounds (time budget {case.budget_s:.0f} s)")
-                break
+        with frozen_heap():
+            for runner in runners:
+                for _ in range(warmup):
+                    runner.step()
+            peaks = {}
+            for runner in runners:
+                peaks[runner.name] = measure_peak_mb(runner.step, runner.held_bytes, device)
+                if runner.extra_peak_mb is not None:
+                    peaks[runner.name] = max(peaks[runner.name], runner.extra_peak_mb())
+            start = time.perf_counter()
+            logged = 0.0
+            for r in range(case.rounds):
+                shift = r % len(runners)
+                for runner in runners[shift:] + runners[:shift]:
+                    for _ in range(case.steps_per_round):
+                        runner.times.append(runner.timed_step(device))
+                elapsed = time.perf_counter() - start
+                if elapsed - logged >= 10 or r + 1 == case.rounds:
+                    log(f"  {case.name}: round {r + 1}/{case.rounds} done ({elapsed:.0f} s)")
+                    logged = elapsed
+                if r >= 2 and elapsed * (r + 2) / (r + 1) > case.budget_s:
+                    log(f"  {case.name}: stopping after {r + 1} rounds (time budget {case.budget_s:.0f} s)")
+                    break
         for runner in runners:
             log(f"    {runner.name:<26} steps (ms): {' '.join(f'{t:.0f}' for t in runner.times)}")
             step_ms = statistics.median(runner.times)
