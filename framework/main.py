@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import os
 import sys
@@ -161,6 +162,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     (:class:`~framework.training.job_lock.JobLock`): a second one for the same job refuses to start.
     """
     validate(cfg, job_overrides())  # before any data is loaded or any run is opened
+    gc.freeze()  # the imports' ~650k objects live on: no collection scans them again (0.4 s each)
     context = distributed.init(distributed.DistributedSettings(**cfg.distributed), str(cfg.device))
     checkpoint_path = Path(to_absolute_path(cfg.checkpoint.dir)) / "checkpoint.pt"
     with one_process_per_job(checkpoint_path.parent, context):

@@ -21,7 +21,7 @@ from tests.cli import run_main, runs_in
 from framework.main import train
 from framework.config.validation import ConfigError
 
-pytestmark = pytest.mark.slow  # trainings and CLI runs in subprocesses
+pytestmark = [pytest.mark.slow, pytest.mark.faults]  # trainings and CLI runs in subprocesses
 
 SMALL = ("experiment=smoke", "dataset.train_size=64", "trainer.epochs=1", "trainer.statistics.noise_every=0")
 

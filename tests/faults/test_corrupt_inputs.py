@@ -23,7 +23,7 @@ from framework.data import cremad
 from framework.data.audio import AudioReadError, read_wav, write_wav
 from framework.data.base import CorruptSampleError
 
-pytestmark = pytest.mark.slow  # CLI runs in subprocesses
+pytestmark = [pytest.mark.slow, pytest.mark.faults]  # CLI runs in subprocesses
 
 TRUNCATED_SIZE = 24022  # bytes: `truncate -s 24022` on a 1 s, 16 kHz, 16-bit clip (32044 bytes)
 

@@ -19,7 +19,7 @@ from tests.cli import run_main, runs_in
 from framework.training import checkpoint
 from framework.training.checkpoint import CheckpointWriteError, load_checkpoint, save_checkpoint
 
-pytestmark = pytest.mark.slow  # CLI runs in subprocesses on a full disk
+pytestmark = [pytest.mark.slow, pytest.mark.faults]  # CLI runs in subprocesses on a full disk
 
 # the reported command, with 256 training samples rather than 2048: the checkpoints (8.8 MB, then
 # 17.6 MB with the momentum buffers) are as large, and the third fills the 40 MB tmpfs

@@ -23,7 +23,7 @@ from framework.training.job_lock import JobLock, JobLocked
 from framework.training.termination import Terminated
 from framework.training.trainer import Trainer
 
-pytestmark = pytest.mark.slow  # trainings killed and resumed, subprocesses racing for a lock
+pytestmark = [pytest.mark.slow, pytest.mark.faults]  # trainings killed and resumed, subprocesses racing for a lock
 
 SMOKE = ("experiment=smoke", "trainer.epochs=3", "trainer.statistics.log_every=4")
 STEPS_PER_EPOCH = 8  # smoke: 512 samples / 64 per batch

@@ -18,7 +18,7 @@ from tests.cli import ROOT, main_command, main_env
 from tests.mlflow_server import MlflowServer
 from tests.ports import free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
 # 16 steps per epoch: long enough to be caught inside epoch 2
 ARGS = ["experiment=smoke", "trainer.epochs=4", "dataset.train_size=1024", "trainer.statistics.log_every=4"]
