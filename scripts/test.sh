@@ -7,7 +7,7 @@
 # the other processes, servers and browsers in the other. All three streams run at once: the fast tier is one
 # process on one core, and each stream of the rest mostly waits (on servers, Slurm jobs, ranks and
 # time-outs). The other processes print as they go; the other two streams' output is kept in files
-# and printed when all have ended.
+# and printed when all have ended. Ctrl-C, or SIGTERM to the process group, stops all three (exit 130).
 # Usage: bash scripts/test.sh [pytest args]   the args go to every stream (e.g. -q, -x, -k word);
 #        with an -m of your own, one pytest call runs that selection instead.
 set -euo pipefail
@@ -31,7 +31,7 @@ done
 names=("the fast tier (pytest)" "the rest: Slurm, several ranks, faults" "the rest: other processes, servers, browsers")
 selections=("" "(slurm or distributed or faults) and not benchmark" "(slow or cuda) and not (slurm or distributed or faults) and not benchmark")
 logs=() pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; rm -f "${logs[@]}"; exit 130' INT TERM
+trap 'kill "${pids[@]}" 2>/dev/null || true; rm -f "${logs[@]}"; exit 130' INT TERM
 for i in 0 1; do
   logs[i]=$(mktemp)
   if [ -z "${selections[i]}" ]; then select=(); else select=(-m "${selections[i]}"); fi
