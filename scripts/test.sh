@@ -4,9 +4,9 @@
 #   2. the rest:       pytest -m "(slow or slurm or distributed or cuda) and not benchmark"   (cuda skips without a GPU)
 # each with --durations=25; the exit status is the first failing stream's, in the order below.
 # The rest is run as two streams split by marker, Slurm, several ranks and the fault tests in one,
-# the other processes, servers and browsers in the other. All three streams run at once: the fast tier is one
-# process on one core, and each stream of the rest mostly waits (on servers, Slurm jobs, ranks and
-# time-outs). The other processes print as they go; the other two streams' output is kept in files
+# the other processes, servers and browsers in the other. All three streams run at once: the fast
+# tier is one process on one core, and each stream of the rest mostly waits (on servers, Slurm jobs,
+# ranks and time-outs). The other processes print as they go; the other two streams' output is kept in files
 # and printed when all have ended. Ctrl-C, or SIGTERM to the process group, stops all three (exit 130).
 # Usage: bash scripts/test.sh [pytest args]   the args go to every stream (e.g. -q, -x, -k word);
 #        with an -m of your own, one pytest call runs that selection instead.
@@ -34,8 +34,8 @@ logs=() pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; rm -f "${logs[@]}"; exit 130' INT TERM
 for i in 0 1; do
   logs[i]=$(mktemp)
-  if [ -z "${selections[i]}" ]; then select=(); else select=(-m "${selections[i]}"); fi
-  .venv/bin/python -m pytest "${select[@]}" --durations=25 "$@" >"${logs[i]}" 2>&1 &
+  if [ -z "${selections[i]}" ]; then marks=(); else marks=(-m "${selections[i]}"); fi
+  .venv/bin/python -m pytest "${marks[@]}" --durations=25 "$@" >"${logs[i]}" 2>&1 &
   pids[i]=$!
 done
 echo "=== ${names[2]}:"
